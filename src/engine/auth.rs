@@ -1,0 +1,116 @@
+//! Gateway API keys: `Authorization: Bearer <key>` or Baseten's legacy `Api-Key <key>`,
+//! looked up by SHA-256 digest in constant time, then checked against the key's scope.
+
+use http::{header, HeaderMap};
+use subtle::ConstantTimeEq;
+
+use super::config::{ApiKey, Config};
+use super::error::Error;
+use super::route::{Operation, Subject};
+use super::signature::sha256;
+
+/// Finds the key the request presents. 401 when absent, malformed or unknown.
+pub fn authenticate<'c>(config: &'c Config, headers: &HeaderMap) -> Result<&'c ApiKey, Error> {
+    let unauthorized = |message: &str| Error::Unauthorized { message: message.to_owned() };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'"))?
+        .to_str()
+        .map_err(|_| unauthorized("Authorization header is not valid text"))?;
+    let (scheme, key) = value
+        .split_once(' ')
+        .ok_or_else(|| unauthorized("Authorization header must be 'Bearer <key>' or 'Api-Key <key>'"))?;
+    let key = key.trim();
+    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("api-key")) || key.is_empty() {
+        return Err(unauthorized("Authorization header must be 'Bearer <key>' or 'Api-Key <key>'"));
+    }
+    let digest = sha256(key.as_bytes());
+    // Compare against every configured key, without stopping at a match.
+    let mut found = None;
+    for candidate in &config.keys {
+        if bool::from(candidate.sha256.ct_eq(&digest)) {
+            found = Some(candidate);
+        }
+    }
+    found.ok_or_else(|| unauthorized("invalid API key"))
+}
+
+/// 403 unless `key` may perform `op` on `subject` from `origin` (the `Origin` header, if any).
+pub fn authorize(key: &ApiKey, op: Operation, subject: &Subject, origin: Option<&str>) -> Result<(), Error> {
+    let forbidden = |message: String| Err(Error::Forbidden { message });
+    if !key.allows_operation(op) {
+        return forbidden(format!("this key may not use the {op:?} operation"));
+    }
+    if !key.allows_subject(subject) {
+        return forbidden(format!("this key may not use {} '{}'", subject.kind(), subject.id()));
+    }
+    if let Some(origin) = origin {
+        if !key.origins.allows(origin) {
+            return forbidden(format!("this key may not be used from origin '{origin}'"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn config() -> Config {
+        let doc = serde_json::json!({
+            "public_base_url": "https://gw.example",
+            "keys": [
+                {"id": "backend", "sha256": hex::encode(sha256(b"secret-1")), "models": ["demo"], "operations": ["predict"]},
+                {"id": "browser", "sha256": hex::encode(sha256(b"secret-2")), "models": ["*"], "chains": ["c"], "origins": ["https://app.example"]}
+            ]
+        });
+        Config::parse(&doc.to_string(), &|_| None).unwrap()
+    }
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_and_api_key_schemes_find_the_key() {
+        let c = config();
+        assert_eq!(authenticate(&c, &headers("Bearer secret-1")).unwrap().id, "backend");
+        assert_eq!(authenticate(&c, &headers("Api-Key secret-2")).unwrap().id, "browser");
+        assert_eq!(authenticate(&c, &headers("bearer secret-2")).unwrap().id, "browser");
+    }
+
+    #[test]
+    fn missing_malformed_and_unknown_keys_are_401() {
+        let c = config();
+        assert!(matches!(authenticate(&c, &HeaderMap::new()), Err(Error::Unauthorized { .. })));
+        for bad in ["secret-1", "Basic secret-1", "Bearer ", "Bearer nope", "Token secret-1"] {
+            assert!(matches!(authenticate(&c, &headers(bad)), Err(Error::Unauthorized { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_limits_operations_subjects_and_origins() {
+        let c = config();
+        let demo = Subject::Model("demo".into());
+        let (backend, browser) = (&c.keys[0], &c.keys[1]);
+        assert!(authorize(backend, Operation::Predict, &demo, None).is_ok());
+        assert!(matches!(authorize(backend, Operation::Wake, &demo, None), Err(Error::Forbidden { .. })));
+        assert!(matches!(
+            authorize(backend, Operation::Predict, &Subject::Model("other".into()), None),
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(matches!(
+            authorize(backend, Operation::Predict, &demo, Some("https://app.example")),
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(authorize(browser, Operation::Cancel, &demo, Some("https://app.example")).is_ok());
+        assert!(authorize(browser, Operation::Cancel, &Subject::Chain("c".into()), None).is_ok());
+        assert!(matches!(
+            authorize(browser, Operation::Cancel, &demo, Some("https://evil.example")),
+            Err(Error::Forbidden { .. })
+        ));
+    }
+}

@@ -1,0 +1,430 @@
+//! The configuration document (DESIGN §5), parsed and validated once per request by the adapter.
+//!
+//! It is one JSON document (a Spin variable or a Worker var). Secrets are not in it: it names
+//! them, and the adapter's secret lookup resolves the names while parsing. Unknown fields are
+//! errors, so a typo fails loudly instead of silently doing nothing; every error names its field.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::error::Error;
+use super::route::{Operation, Subject};
+
+/// Baseten's async body limit, and ours by default.
+pub const DEFAULT_ASYNC_BODY_LIMIT: usize = 256 * 1024;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gateway is reachable from the upstream; the webhook inbox URL is built on it.
+    pub public_base_url: Url,
+    /// Allows `http://` webhook endpoints on loopback. Never on in production.
+    pub dev_mode: bool,
+    /// How long finished jobs (and their outputs) are kept, in seconds.
+    pub retention_seconds: u64,
+    pub async_body_limit: usize,
+    pub keys: Vec<ApiKey>,
+    pub models: BTreeMap<String, Upstream>,
+    pub chains: BTreeMap<String, Upstream>,
+    pub webhooks: Webhooks,
+}
+
+/// One upstream deployment family (a Baseten model or chain, or anything speaking its API).
+#[derive(Clone)]
+pub struct Upstream {
+    /// E.g. `https://model-abcd1234.api.baseten.co`; endpoint paths are appended to it.
+    pub base_url: Url,
+    /// The upstream's API key, resolved from its secret name.
+    pub api_key: String,
+    /// For the usage cost estimate: price of one second of compute, in `currency`.
+    pub price_per_second: f64,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &"<redacted>")
+            .field("price_per_second", &self.price_per_second)
+            .finish()
+    }
+}
+
+/// A gateway API key: stored as its SHA-256, with its scope.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// A name for logs, usage and idempotency scoping. Never the key itself.
+    pub id: String,
+    pub sha256: [u8; 32],
+    pub models: Scope,
+    pub chains: Scope,
+    /// `None` means every operation.
+    pub operations: Option<Vec<Operation>>,
+    /// Browser origins allowed to use this key. Empty: no browser use.
+    pub origins: Scope,
+}
+
+/// A list of allowed names, where `"*"` allows all.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    any: bool,
+    names: Vec<String>,
+}
+
+impl Scope {
+    pub fn allows(&self, name: &str) -> bool {
+        self.any || self.names.iter().any(|n| n == name)
+    }
+
+    fn from_list(names: Vec<String>) -> Self {
+        Self { any: names.iter().any(|n| n == "*"), names }
+    }
+}
+
+impl ApiKey {
+    pub fn allows_subject(&self, subject: &Subject) -> bool {
+        match subject {
+            Subject::Model(id) => self.models.allows(id),
+            Subject::Chain(id) => self.chains.allows(id),
+        }
+    }
+
+    pub fn allows_operation(&self, op: Operation) -> bool {
+        self.operations.as_ref().is_none_or(|ops| ops.contains(&op))
+    }
+}
+
+/// Webhook secrets and the outbound delivery policy.
+#[derive(Clone)]
+pub struct Webhooks {
+    /// Secrets the upstream signs inbox deliveries with; several during rotation.
+    pub inbound_secrets: Vec<String>,
+    /// How old an inbox payload's `time` may be.
+    pub inbound_tolerance_seconds: u64,
+    /// Signs deliveries to callers' `webhook_endpoint`s (Baseten header and Standard Webhooks).
+    /// A `whsec_` secret is base64 after the prefix (Standard Webhooks); Baseten's header uses
+    /// the whole string's bytes, as Baseten does with its secrets.
+    pub outbound_secret: Option<String>,
+    pub delivery: DeliveryPolicy,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("inbound_secrets", &format_args!("<{} redacted>", self.inbound_secrets.len()))
+            .field("inbound_tolerance_seconds", &self.inbound_tolerance_seconds)
+            .field("outbound_secret", &self.outbound_secret.as_ref().map(|_| "<redacted>"))
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+/// Outbound delivery retries: exponential from `initial_delay_seconds`, capped, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryPolicy {
+    pub max_attempts: u32,
+    pub initial_delay_seconds: u64,
+    pub max_delay_seconds: u64,
+}
+
+impl Default for DeliveryPolicy {
+    /// 15 attempts over about five and a half hours: at once, then 5 s, 10 s, 20 s, ...
+    /// doubling to a 1 h cap (Baseten makes two attempts, 10 s apart).
+    fn default() -> Self {
+        Self { max_attempts: 15, initial_delay_seconds: 5, max_delay_seconds: 3600 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    public_base_url: String,
+    #[serde(default)]
+    dev_mode: bool,
+    #[serde(default = "default_retention")]
+    retention_seconds: u64,
+    #[serde(default = "default_body_limit")]
+    async_body_limit_bytes: usize,
+    keys: Vec<KeyDoc>,
+    #[serde(default)]
+    models: BTreeMap<String, UpstreamDoc>,
+    #[serde(default)]
+    chains: BTreeMap<String, UpstreamDoc>,
+    #[serde(default)]
+    webhooks: WebhooksDoc,
+}
+
+fn default_retention() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_body_limit() -> usize {
+    DEFAULT_ASYNC_BODY_LIMIT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyDoc {
+    id: String,
+    /// Lowercase hex SHA-256 of the key. `printf %s "$KEY" | sha256sum`.
+    sha256: String,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    chains: Vec<String>,
+    #[serde(default)]
+    operations: Option<Vec<Operation>>,
+    #[serde(default)]
+    origins: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamDoc {
+    upstream: String,
+    api_key_secret_name: String,
+    #[serde(default)]
+    price_per_second: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhooksDoc {
+    #[serde(default)]
+    inbound_secret_names: Vec<String>,
+    #[serde(default = "default_tolerance")]
+    inbound_tolerance_seconds: u64,
+    #[serde(default)]
+    outbound_secret_name: Option<String>,
+    #[serde(default)]
+    delivery: DeliveryPolicy,
+}
+
+impl Default for WebhooksDoc {
+    fn default() -> Self {
+        Self {
+            inbound_secret_names: Vec::new(),
+            inbound_tolerance_seconds: default_tolerance(),
+            outbound_secret_name: None,
+            delivery: DeliveryPolicy::default(),
+        }
+    }
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+fn config_error(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Config { field: field.into(), message: message.into() }
+}
+
+impl Config {
+    /// Parses and validates the document; `secret` resolves a secret's name to its value.
+    pub fn parse(json: &str, secret: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            config_error(if path == "." { "(document)".to_owned() } else { path }, e.inner().to_string())
+        })?;
+        let resolve = |field: String, name: &str| -> Result<String, Error> {
+            match secret(name) {
+                Some(value) if !value.is_empty() => Ok(value),
+                _ => Err(config_error(field, format!("secret '{name}' is not set"))),
+            }
+        };
+
+        let public_base_url = parse_base_url("public_base_url", &doc.public_base_url)?;
+        if doc.retention_seconds == 0 {
+            return Err(config_error("retention_seconds", "must be at least 1"));
+        }
+        let mut keys = Vec::with_capacity(doc.keys.len());
+        for (i, k) in doc.keys.into_iter().enumerate() {
+            let field = format!("keys[{i}].sha256");
+            let digest = hex::decode(&k.sha256)
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                .ok_or_else(|| config_error(field, "must be 64 hex characters (SHA-256 of the key)"))?;
+            if k.id.is_empty() || keys.iter().any(|other: &ApiKey| other.id == k.id) {
+                return Err(config_error(format!("keys[{i}].id"), "must be non-empty and unique"));
+            }
+            keys.push(ApiKey {
+                id: k.id,
+                sha256: digest,
+                models: Scope::from_list(k.models),
+                chains: Scope::from_list(k.chains),
+                operations: k.operations,
+                origins: Scope::from_list(k.origins),
+            });
+        }
+        let upstreams = |kind: &str, docs: BTreeMap<String, UpstreamDoc>| {
+            docs.into_iter()
+                .map(|(id, u)| {
+                    let field = |name: &str| format!("{kind}.{id}.{name}");
+                    let base_url = parse_base_url(&field("upstream"), &u.upstream)?;
+                    let api_key = resolve(field("api_key_secret_name"), &u.api_key_secret_name)?;
+                    if !(u.price_per_second.is_finite() && u.price_per_second >= 0.0) {
+                        return Err(config_error(field("price_per_second"), "must be a non-negative number"));
+                    }
+                    Ok((id, Upstream { base_url, api_key, price_per_second: u.price_per_second }))
+                })
+                .collect::<Result<BTreeMap<_, _>, Error>>()
+        };
+        let models = upstreams("models", doc.models)?;
+        let chains = upstreams("chains", doc.chains)?;
+
+        let w = doc.webhooks;
+        let inbound_secrets = w
+            .inbound_secret_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| resolve(format!("webhooks.inbound_secret_names[{i}]"), name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbound_secret = w
+            .outbound_secret_name
+            .as_deref()
+            .map(|name| resolve("webhooks.outbound_secret_name".to_owned(), name))
+            .transpose()?;
+        if let Some(secret) = &outbound_secret {
+            if secret.starts_with("whsec_") && super::signature::standard_key(secret).is_none() {
+                return Err(config_error("webhooks.outbound_secret_name", "a whsec_ secret must be base64 after the prefix"));
+            }
+        }
+        let d = w.delivery;
+        if !(1..=50).contains(&d.max_attempts) {
+            return Err(config_error("webhooks.delivery.max_attempts", "must be between 1 and 50"));
+        }
+        if d.initial_delay_seconds == 0 || d.max_delay_seconds < d.initial_delay_seconds {
+            return Err(config_error(
+                "webhooks.delivery.max_delay_seconds",
+                "initial_delay_seconds must be at least 1 and max_delay_seconds at least initial_delay_seconds",
+            ));
+        }
+
+        Ok(Self {
+            public_base_url,
+            dev_mode: doc.dev_mode,
+            retention_seconds: doc.retention_seconds,
+            async_body_limit: doc.async_body_limit_bytes,
+            keys,
+            models,
+            chains,
+            webhooks: Webhooks {
+                inbound_secrets,
+                inbound_tolerance_seconds: w.inbound_tolerance_seconds,
+                outbound_secret,
+                delivery: d,
+            },
+        })
+    }
+
+    /// The upstream configured for a subject, or `UnknownSubject`.
+    pub fn upstream(&self, subject: &Subject) -> Result<&Upstream, Error> {
+        let map = match subject {
+            Subject::Model(_) => &self.models,
+            Subject::Chain(_) => &self.chains,
+        };
+        map.get(subject.id())
+            .ok_or_else(|| Error::UnknownSubject { kind: subject.kind(), id: subject.id().to_owned() })
+    }
+
+    /// Where the upstream must deliver the result of our job `request_id`.
+    pub fn inbox_url(&self, request_id: &str) -> String {
+        format!("{}/webhooks/baseten/{request_id}", self.public_base_url.as_str().trim_end_matches('/'))
+    }
+}
+
+fn parse_base_url(field: &str, value: &str) -> Result<Url, Error> {
+    let url = Url::parse(value).map_err(|e| config_error(field, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(config_error(field, "must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(config_error(field, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(name: &str) -> Option<String> {
+        match name {
+            "UP" => Some("upstream-key".into()),
+            "IN" => Some("inbound".into()),
+            "OUT" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            _ => None,
+        }
+    }
+
+    fn doc() -> serde_json::Value {
+        serde_json::json!({
+            "public_base_url": "https://gw.example",
+            "keys": [{"id": "backend", "sha256": "0".repeat(64), "models": ["*"], "operations": ["predict", "status"]}],
+            "models": {"demo": {"upstream": "https://model-abc.api.baseten.co", "api_key_secret_name": "UP", "price_per_second": 0.001}},
+            "webhooks": {"inbound_secret_names": ["IN"], "outbound_secret_name": "OUT"}
+        })
+    }
+
+    fn error_field(doc: serde_json::Value) -> String {
+        match Config::parse(&doc.to_string(), &secrets) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_document_parses_and_resolves_secrets() {
+        let c = Config::parse(&doc().to_string(), &secrets).unwrap();
+        assert_eq!(c.models["demo"].api_key, "upstream-key");
+        assert_eq!(c.webhooks.inbound_secrets, ["inbound"]);
+        assert_eq!(c.retention_seconds, 7 * 24 * 3600);
+        assert_eq!(c.async_body_limit, 256 * 1024);
+        assert_eq!(c.webhooks.delivery, DeliveryPolicy::default());
+        assert!(c.keys[0].allows_operation(Operation::Status));
+        assert!(!c.keys[0].allows_operation(Operation::Cancel));
+        assert!(c.keys[0].allows_subject(&Subject::Model("anything".into())));
+        assert!(!c.keys[0].allows_subject(&Subject::Chain("anything".into())));
+        assert_eq!(c.inbox_url("abc"), "https://gw.example/webhooks/baseten/abc");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = Config::parse(&doc().to_string(), &secrets).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("upstream-key") && !debug.contains("inbound\"") && !debug.contains("MfKQ"), "{debug}");
+    }
+
+    #[test]
+    fn every_bad_document_names_its_field() {
+        let mut d = doc();
+        d["public_base_url"] = "not a url".into();
+        assert_eq!(error_field(d), "public_base_url");
+        let mut d = doc();
+        d["keys"][0]["sha256"] = "abc".into();
+        assert_eq!(error_field(d), "keys[0].sha256");
+        let mut d = doc();
+        d["models"]["demo"]["api_key_secret_name"] = "MISSING".into();
+        assert_eq!(error_field(d), "models.demo.api_key_secret_name");
+        let mut d = doc();
+        d["models"]["demo"]["price_per_second"] = (-1.0).into();
+        assert_eq!(error_field(d), "models.demo.price_per_second");
+        let mut d = doc();
+        d["models"]["demo"]["upstrem"] = "typo".into();
+        assert_eq!(error_field(d), "models.demo.upstrem");
+        let mut d = doc();
+        d["keys"][0]["operations"] = serde_json::json!(["predict", "launch"]);
+        assert_eq!(error_field(d), "keys[0].operations[1]");
+        let mut d = doc();
+        d["webhooks"]["delivery"] = serde_json::json!({"max_attempts": 0});
+        assert_eq!(error_field(d), "webhooks.delivery.max_attempts");
+        let mut d = doc();
+        d["webhooks"]["inbound_secret_names"] = serde_json::json!(["IN", "NOPE"]);
+        assert_eq!(error_field(d), "webhooks.inbound_secret_names[1]");
+        assert_eq!(error_field(serde_json::json!({"keys": []})), "(document)");
+    }
+}

@@ -1,0 +1,86 @@
+//! Outbound webhooks to a caller's `webhook_endpoint`: Baseten's payload and signature plus
+//! Standard Webhooks headers. `webhook-id` is the same on every attempt, so receivers can
+//! drop duplicates (delivery is at least once). The schedule lives on the job record
+//! ([`Job::record_delivery`]); this file makes and sends one attempt.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use serde_json::json;
+
+use super::clock::Timestamp;
+use super::error::Error;
+use super::job::{DeliveryAttempt, Job};
+use super::signature::{baseten_sign, standard_key, standard_sign};
+use super::{Engine, HttpClient, Store};
+
+/// The receiver's body is not read beyond this; only its status counts.
+const RECEIVER_BODY_LIMIT: usize = 4096;
+
+/// The signed delivery request for `job` at `now`.
+pub(crate) fn delivery_request(job: &Job, endpoint: &str, secret: Option<&str>, now: Timestamp) -> Request<Bytes> {
+    let mut payload = json!({
+        "request_id": job.id,
+        "model_id": job.subject.id(),
+        "deployment_id": job.deployment_id,
+        "type": "async_request_completed",
+        "time": now.rfc3339(),
+        "data": job.output,
+        "errors": job.errors,
+    });
+    if job.subject.id_field() != "model_id" {
+        payload[job.subject.id_field()] = job.subject.id().into();
+    }
+    let body = payload.to_string().into_bytes();
+    let msg_id = format!("msg_{}", job.id);
+    let mut request = Request::new(Bytes::new());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = endpoint.parse().unwrap_or_default();
+    let h = request.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set("x-baseten-request-id", job.id.clone());
+    set("webhook-id", msg_id.clone());
+    set("webhook-timestamp", now.secs().to_string());
+    if let Some(secret) = secret {
+        set("x-baseten-signature", baseten_sign(secret, &body));
+        if let Some(key) = standard_key(secret) {
+            set("webhook-signature", standard_sign(&key, &msg_id, now.secs(), &body));
+        }
+    }
+    *request.body_mut() = Bytes::from(body);
+    request
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    /// One delivery attempt, recorded on a freshly loaded copy of the job.
+    pub(crate) async fn deliver(&self, job: Job, now: Timestamp) -> Result<Job, Error> {
+        let Some(webhook) = &job.webhook else { return Ok(job) };
+        let request = delivery_request(&job, &webhook.endpoint, self.config.webhooks.outbound_secret.as_deref(), now);
+        let (attempt, delivered) = match self.http.send(request).await {
+            Ok(response) => {
+                let status = response.status();
+                // Drain a little so the connection can be reused; the content does not matter.
+                let _ = self.http.read(response.into_body(), RECEIVER_BODY_LIMIT).await;
+                // 2xx only: a redirect is a failure, as in the Standard Webhooks guidance.
+                (DeliveryAttempt { at: now, status_code: Some(status.as_u16()), error: None }, status.is_success())
+            }
+            Err(e) => (DeliveryAttempt { at: now, status_code: None, error: Some(e.to_string()) }, false),
+        };
+        let policy = self.config.webhooks.delivery;
+        let (job, ()) = self
+            .update(&job.id, |j| {
+                // Another worker may have recorded this attempt's slot already; only a due
+                // webhook takes a new attempt.
+                if j.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
+                    j.record_delivery(attempt, delivered, &policy)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(job)
+    }
+}

@@ -1,0 +1,126 @@
+//! Which caller `webhook_endpoint`s the gateway will deliver to (DESIGN §6).
+//!
+//! https only; plain http only to loopback and only in dev mode. Never to private, loopback,
+//! link-local, shared (CGNAT), unspecified or cloud-metadata addresses, nor names that mean
+//! them (`localhost`, `*.internal`). This checks what the URL says; a public name that
+//! resolves to a private address is the platform's to stop (Workers and Spin both refuse
+//! private destinations for outbound fetches by default).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::{Host, Url};
+
+use super::error::Error;
+
+const FIELD: &str = "webhook_endpoint";
+
+/// Parses and checks a `webhook_endpoint`. `dev_mode` allows loopback (http or https).
+pub fn validate(raw: &str, dev_mode: bool) -> Result<Url, Error> {
+    let invalid = |message: &str| Err(Error::invalid(FIELD, message));
+    if raw.len() > 2048 {
+        return invalid("must be at most 2048 characters");
+    }
+    let Ok(url) = Url::parse(raw) else {
+        return invalid("must be an absolute https URL");
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid("must not contain credentials");
+    }
+    let loopback = match url.host() {
+        None => return invalid("must have a host"),
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                true
+            } else if name.ends_with(".internal") || name.ends_with(".local") || !name.contains('.') {
+                return invalid("must be a public host name");
+            } else {
+                false
+            }
+        }
+        Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip))?,
+        Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip))?,
+    };
+    match (url.scheme(), loopback, dev_mode) {
+        (_, true, false) => invalid("must not target a loopback address"),
+        ("https", _, _) | ("http", true, true) => Ok(url),
+        ("http", false, _) => invalid("must use https"),
+        _ => invalid("must be an https URL"),
+    }
+}
+
+/// `Ok(true)` for loopback (allowed in dev mode), `Ok(false)` for public, `Err` for the rest.
+fn check_ip(ip: IpAddr) -> Result<bool, Error> {
+    let refuse = || Err(Error::invalid(FIELD, "must not target a private, link-local or metadata address"));
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_loopback() {
+                return Ok(true);
+            }
+            let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b); // 100.64.0.0/10
+            if v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                || v4.is_multicast() || v4.is_documentation() || shared || a == 0 || a >= 240
+            {
+                return refuse();
+            }
+            Ok(false)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return check_ip(IpAddr::V4(v4));
+            }
+            if v6.is_loopback() {
+                return Ok(true);
+            }
+            let first = v6.segments()[0];
+            let unique_local = (first & 0xfe00) == 0xfc00; // fc00::/7, includes fd00:ec2::254
+            let link_local = (first & 0xffc0) == 0xfe80; // fe80::/10
+            if v6.is_unspecified() || v6.is_multicast() || unique_local || link_local
+                || v6 == Ipv6Addr::from(Ipv4Addr::UNSPECIFIED.to_ipv6_compatible())
+            {
+                return refuse();
+            }
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_https_endpoints_pass() {
+        for ok in ["https://hooks.example.com/baseten", "https://8.8.8.8/x", "https://[2606:4700::1111]/x",
+            "https://example.com:8443/a?b=c"] {
+            assert!(validate(ok, false).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn loopback_only_in_dev_mode_and_http_only_there() {
+        for url in ["http://127.0.0.1:9000/hook", "http://localhost:9000/hook", "https://[::1]/hook", "http://[::ffff:127.0.0.1]/x"] {
+            assert!(validate(url, false).is_err(), "{url} outside dev mode");
+            assert!(validate(url, true).is_ok(), "{url} in dev mode");
+        }
+        assert!(validate("http://hooks.example.com/x", true).is_err());
+    }
+
+    #[test]
+    fn private_link_local_metadata_and_odd_urls_are_refused() {
+        let refused = [
+            "https://10.0.0.1/x", "https://172.16.5.4/x", "https://192.168.1.1/x", "https://169.254.169.254/latest",
+            "https://100.64.0.1/x", "https://0.0.0.0/x", "https://[fd00:ec2::254]/x", "https://[fe80::1]/x",
+            "https://[::ffff:10.0.0.1]/x", "https://[::]/x", "https://metadata.google.internal/x", "https://printer.local/x",
+            "https://intranet/x", "https://user:pw@example.com/x", "ftp://example.com/x", "not a url", "/relative",
+            "https://255.255.255.255/x",
+        ];
+        for url in refused {
+            for dev in [false, true] {
+                let err = validate(url, dev).unwrap_err();
+                assert!(matches!(&err, Error::InvalidField { field, .. } if field == FIELD), "{url}: {err:?}");
+            }
+        }
+    }
+}

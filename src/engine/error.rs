@@ -1,0 +1,249 @@
+//! The engine's one error type and the one function that turns it into an HTTP answer.
+//!
+//! Every platform error body is `{"code","message","error","error_code"}`: `code`/`message`
+//! are ours, `error`/`error_code` repeat them so Baseten SDK clients (which read those names)
+//! parse it. A model's own error body never becomes an [`Error`]: it passes through unchanged.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::job::IllegalTransition;
+use super::store::StoreError;
+
+/// Where an error came from. Decides the status class and whether details may be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The caller sent something we refuse: 4xx, message shown as is.
+    Client,
+    /// The upstream could not be reached or answered out of protocol: 502/503/504.
+    Upstream,
+    /// Our own fault (store, configuration, bug): 500, details are not shown.
+    Internal,
+}
+
+/// Everything the engine can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// No route matches the path.
+    NotFound { what: String },
+    /// The path exists but not for this method. `allow` lists the methods that do.
+    MethodNotAllowed { allow: &'static str },
+    /// No credentials, malformed credentials, or a key the gateway does not know.
+    Unauthorized { message: String },
+    /// A known key used outside its scope (model, operation or origin).
+    Forbidden { message: String },
+    /// A field is missing, of the wrong type or out of range. `field` names it.
+    InvalidField { field: String, message: String },
+    /// The body is not valid JSON (or not an object where one is required).
+    MalformedJson { message: String },
+    /// The body is larger than the limit for this endpoint.
+    PayloadTooLarge { limit: usize },
+    /// The model or chain is not one the gateway fronts.
+    UnknownSubject { kind: &'static str, id: String },
+    /// No job with this id (or it is past retention, or another model's).
+    RequestNotFound { request_id: String },
+    /// The same `Idempotency-Key` came back with a different body.
+    IdempotencyKeyReused,
+    /// Webhook inbox: the signature is missing, malformed or does not match any secret.
+    BadSignature { message: String },
+    /// Webhook inbox: the signed payload is older than the tolerance.
+    StaleWebhook,
+    /// The upstream did not accept the connection or broke it.
+    UpstreamUnreachable { message: String },
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream answered something that is not Baseten's protocol.
+    UpstreamProtocol { message: String },
+    /// The store failed. The request had no effect or is safe to retry.
+    Store(StoreError),
+    /// The configuration document is invalid. `field` names the offending field.
+    Config { field: String, message: String },
+    /// A state-machine bug: the engine tried an illegal move.
+    Transition(IllegalTransition),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField { field: field.into(), message: message.into() }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Self::NotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::Unauthorized { .. }
+            | Self::Forbidden { .. }
+            | Self::InvalidField { .. }
+            | Self::MalformedJson { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::UnknownSubject { .. }
+            | Self::RequestNotFound { .. }
+            | Self::IdempotencyKeyReused
+            | Self::BadSignature { .. }
+            | Self::StaleWebhook => Source::Client,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout | Self::UpstreamProtocol { .. } => {
+                Source::Upstream
+            }
+            Self::Store(_) | Self::Config { .. } | Self::Transition(_) => Source::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again unchanged.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout | Self::Store(_)
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound { .. } | Self::UnknownSubject { .. } | Self::RequestNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized { .. } | Self::BadSignature { .. } | Self::StaleWebhook => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::InvalidField { .. } | Self::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::IdempotencyKeyReused => StatusCode::CONFLICT,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Config { .. } | Self::Transition(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            Self::Unauthorized { .. } => "UNAUTHORIZED",
+            Self::Forbidden { .. } => "FORBIDDEN",
+            Self::InvalidField { .. } => "INVALID_ARGUMENT",
+            Self::MalformedJson { .. } => "MALFORMED_JSON",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UnknownSubject { .. } => "MODEL_DOES_NOT_EXIST",
+            Self::RequestNotFound { .. } => "REQUEST_NOT_FOUND",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::BadSignature { .. } => "INVALID_SIGNATURE",
+            Self::StaleWebhook => "STALE_WEBHOOK",
+            Self::UpstreamUnreachable { .. } => "UPSTREAM_UNREACHABLE",
+            Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::UpstreamProtocol { .. } => "UPSTREAM_PROTOCOL_ERROR",
+            Self::Store(_) => "STORE_UNAVAILABLE",
+            Self::Config { .. } => "GATEWAY_MISCONFIGURED",
+            Self::Transition(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The message a caller sees. Internal details stay out, except the configuration field
+    /// name: bad configuration must fail loudly and say where (DESIGN §5); values are never shown.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NotFound { what } => format!("no route for {what}"),
+            Self::MethodNotAllowed { allow } => format!("method not allowed here; allowed: {allow}"),
+            Self::Unauthorized { message }
+            | Self::Forbidden { message }
+            | Self::MalformedJson { message }
+            | Self::BadSignature { message } => message.clone(),
+            Self::InvalidField { field, message } => format!("{field}: {message}"),
+            Self::PayloadTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
+            Self::UnknownSubject { kind, id } => format!("{kind} '{id}' does not exist on this gateway"),
+            Self::RequestNotFound { request_id } => format!("async request '{request_id}' not found"),
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was already used with a different request body".to_owned()
+            }
+            Self::StaleWebhook => "webhook timestamp is outside the accepted tolerance".to_owned(),
+            Self::UpstreamUnreachable { .. } => "the model's upstream could not be reached".to_owned(),
+            Self::UpstreamTimeout => "the model's upstream did not answer in time".to_owned(),
+            Self::UpstreamProtocol { .. } => "the model's upstream answered with an unexpected response".to_owned(),
+            Self::Store(_) => "job storage is unavailable; retry the request".to_owned(),
+            Self::Config { field, message } => format!("gateway configuration is invalid at '{field}': {message}"),
+            Self::Transition(_) => "internal error".to_owned(),
+        }
+    }
+
+    /// The one mapping from error to HTTP answer.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let body = error_body(self.code(), &self.message());
+        let mut response = json_response(self.status(), &body);
+        if let Self::MethodNotAllowed { allow } = self {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.retryable() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Internal variants show their details here (logs), never in `message()` (responses).
+        match self {
+            Self::UpstreamUnreachable { message } | Self::UpstreamProtocol { message } => {
+                write!(f, "{}: {message}", self.code())
+            }
+            Self::Store(e) => write!(f, "{}: {e}", self.code()),
+            Self::Transition(t) => write!(f, "{}: {t}", self.code()),
+            _ => write!(f, "{}: {}", self.code(), self.message()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<IllegalTransition> for Error {
+    fn from(e: IllegalTransition) -> Self {
+        Self::Transition(e)
+    }
+}
+
+pub(crate) fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "code": code, "message": message, "error": message, "error_code": code })
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_mirrors_code_and_message_for_baseten_clients() {
+        let response = Error::invalid("priority", "must be between 0 and 2").to_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["code"], "INVALID_ARGUMENT");
+        assert_eq!(body["error_code"], "INVALID_ARGUMENT");
+        assert_eq!(body["message"], "priority: must be between 0 and 2");
+        assert_eq!(body["error"], body["message"]);
+    }
+
+    #[test]
+    fn internal_details_never_reach_the_body() {
+        let e = Error::Store(StoreError::new("disk full at /var/secret/path"));
+        let body = String::from_utf8(e.to_response().body().to_vec()).unwrap();
+        assert!(!body.contains("/var/secret/path"), "{body}");
+        assert!(e.to_string().contains("/var/secret/path"));
+        let e = Error::UpstreamUnreachable { message: "dns for 10.0.0.7 failed".into() };
+        let body = String::from_utf8(e.to_response().body().to_vec()).unwrap();
+        assert!(!body.contains("10.0.0.7"), "{body}");
+    }
+}

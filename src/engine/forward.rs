@@ -1,0 +1,126 @@
+//! Calls that pass through to the upstream: sync predict / run_remote, queue status, wake.
+//!
+//! The model's answer (status, content type, body, `X-BASETEN-REQUEST-ID`) comes back as the
+//! upstream sent it, error bodies included. Only a failure to get an answer at all becomes a
+//! gateway error (502/504 with `code` and `message`).
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::config::Upstream;
+use super::error::{json_response, Error};
+use super::route::{Subject, Target};
+use super::upstream::{HttpClient, TransportError};
+use super::{Body, Engine, Outcome, Store};
+
+/// Upstream response headers a caller sees. Hop-by-hop and platform headers stay behind.
+const PASSED_BACK: [&str; 4] = ["content-type", "x-baseten-request-id", "retry-after", "cache-control"];
+/// Caller headers the upstream sees, besides its own `Authorization`.
+const PASSED_ON: [&str; 3] = ["content-type", "accept", "x-baseten-request-id"];
+/// Small JSON answers from the upstream (status records, queue counts, cancel answers).
+pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+/// A request to `{upstream base URL}/{suffix}` carrying the upstream's own key.
+pub(crate) fn upstream_request(upstream: &Upstream, method: Method, suffix: &str, body: Bytes) -> Request<Bytes> {
+    let url = format!("{}/{suffix}", upstream.base_url.as_str().trim_end_matches('/'));
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = url.parse().unwrap_or_default();
+    if let Ok(auth) = HeaderValue::from_str(&format!("Api-Key {}", upstream.api_key)) {
+        request.headers_mut().insert(header::AUTHORIZATION, auth);
+    }
+    request
+}
+
+pub(crate) fn json_request(upstream: &Upstream, method: Method, suffix: &str, body: &Value) -> Request<Bytes> {
+    let mut request = upstream_request(upstream, method, suffix, Bytes::from(body.to_string()));
+    request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    request
+}
+
+pub(crate) fn transport_error(e: TransportError) -> Error {
+    match e {
+        TransportError::Timeout => Error::UpstreamTimeout,
+        TransportError::Connect(message) => Error::UpstreamUnreachable { message },
+        TransportError::Body(message) => Error::UpstreamProtocol { message },
+    }
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    pub(crate) async fn predict(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        request: Request<Bytes>,
+    ) -> Result<Outcome<H::Body>, Error> {
+        let upstream = self.config.upstream(subject)?;
+        let (parts, body) = request.into_parts();
+        let suffix = format!("{}/{}", target.path(), subject.sync_endpoint());
+        let mut outbound = upstream_request(upstream, Method::POST, &suffix, body);
+        for name in PASSED_ON {
+            if let Some(value) = parts.headers.get(name) {
+                outbound.headers_mut().insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        let answer = self.http.send(outbound).await.map_err(transport_error)?;
+        let (up, body) = answer.into_parts();
+        let mut response = Response::new(Body::Upstream(body));
+        *response.status_mut() = up.status;
+        for name in PASSED_BACK {
+            if let Some(value) = up.headers.get(name) {
+                response.headers_mut().insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        Ok(Outcome { response, wake_at: None })
+    }
+
+    /// `GET .../async_queue_status`: the upstream's counts, under the gateway's id for the subject.
+    pub(crate) async fn queue_status(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
+        let upstream = self.config.upstream(subject)?;
+        let suffix = format!("{}/async_queue_status", target.path());
+        let request = upstream_request(upstream, Method::GET, &suffix, Bytes::new());
+        let (status, body) = self.call(request).await?;
+        if !status.is_success() {
+            return Ok(passthrough(status, body));
+        }
+        let mut counts: Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::UpstreamProtocol { message: format!("queue status is not JSON: {e}") })?;
+        let Some(obj) = counts.as_object_mut() else {
+            return Err(Error::UpstreamProtocol { message: "queue status is not an object".to_owned() });
+        };
+        obj.remove("model_id");
+        obj.remove("chain_id");
+        obj.insert(subject.id_field().to_owned(), subject.id().into());
+        Ok(json_response(StatusCode::OK, &counts))
+    }
+
+    /// `POST .../wake`: 202 with an empty body once the upstream accepted it.
+    pub(crate) async fn wake(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
+        let upstream = self.config.upstream(subject)?;
+        let request = upstream_request(upstream, Method::POST, &format!("{}/wake", target.path()), Bytes::new());
+        let (status, body) = self.call(request).await?;
+        if !status.is_success() {
+            return Ok(passthrough(status, body));
+        }
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::ACCEPTED;
+        Ok(response)
+    }
+
+    /// Sends and reads a small answer whole.
+    pub(crate) async fn call(&self, request: Request<Bytes>) -> Result<(StatusCode, Bytes), Error> {
+        let answer = self.http.send(request).await.map_err(transport_error)?;
+        let (parts, body) = answer.into_parts();
+        let body = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(transport_error)?;
+        Ok((parts.status, body))
+    }
+}
+
+/// The upstream's own refusal, unchanged (as Baseten clients would see it).
+fn passthrough(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

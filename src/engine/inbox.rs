@@ -1,0 +1,79 @@
+//! The webhook inbox: `POST /webhooks/baseten/{our request id}`, where the upstream delivers
+//! async results. Signature first (no store read before it), then the payload's age, then
+//! the result is folded into the job. Duplicate deliveries are answered 200 and change nothing.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::clock::Timestamp;
+use super::error::{json_response, Error};
+use super::job::{Job, Status, Upstream};
+use super::jobs::upstream_errors;
+use super::signature::baseten_verify;
+use super::{full, header_str, Engine, HttpClient, Outcome, Store};
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    pub(crate) async fn inbox(&self, id: &str, request: &Request<Bytes>, now: Timestamp) -> Result<Outcome<H::Body>, Error> {
+        let secrets = &self.config.webhooks.inbound_secrets;
+        let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
+        if secrets.is_empty() {
+            return Err(bad("the webhook inbox is disabled: no inbound secret is configured"));
+        }
+        let signature = header_str(request.headers(), "x-baseten-signature")
+            .ok_or_else(|| bad("missing X-BASETEN-SIGNATURE header"))?;
+        if !baseten_verify(secrets, signature, request.body()) {
+            return Err(bad("X-BASETEN-SIGNATURE does not match the body"));
+        }
+        let payload: Value = serde_json::from_slice(request.body())
+            .map_err(|e| Error::MalformedJson { message: format!("webhook payload is not JSON: {e}") })?;
+        let sent_at = payload["time"]
+            .as_str()
+            .and_then(Timestamp::parse_rfc3339)
+            .ok_or_else(|| Error::invalid("time", "must be an RFC 3339 timestamp"))?;
+        let tolerance_ms = self.config.webhooks.inbound_tolerance_seconds * 1000;
+        if sent_at.max(now).millis_since(sent_at.min(now)) > tolerance_ms {
+            return Err(Error::StaleWebhook);
+        }
+        let upstream_id = payload["request_id"]
+            .as_str()
+            .ok_or_else(|| Error::invalid("request_id", "is required"))?
+            .to_owned();
+        let (job, ()) = self.update(id, |job| apply_result(job, &upstream_id, &payload, now)).await?;
+        let body = json!({ "request_id": job.id, "status": job.status.as_str() });
+        Ok(Outcome {
+            response: full(json_response(StatusCode::OK, &body)),
+            wake_at: Some(job.next_due(self.config.retention_seconds)),
+        })
+    }
+}
+
+/// Folds a signed result into the job. The first result wins; later ones change nothing.
+fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestamp) -> Result<(), Error> {
+    if job.status.is_terminal() {
+        return Ok(());
+    }
+    match &mut job.upstream {
+        Upstream::Submitted { upstream_id: Some(known), .. } if known != upstream_id => {
+            return Err(Error::invalid("request_id", "does not belong to the job this inbox URL names"));
+        }
+        Upstream::Submitted { upstream_id: known @ None, .. } => *known = Some(upstream_id.to_owned()),
+        // Submitted, but the crash came before the record said so: adopt the upstream's id.
+        Upstream::Pending { attempts, .. } | Upstream::Abandoned { attempts } => {
+            job.upstream = Upstream::Submitted { upstream_id: Some(upstream_id.to_owned()), attempts: (*attempts).max(1), checked_at: now };
+        }
+        Upstream::Submitted { .. } => {}
+    }
+    if let (None, Some(dep)) = (&job.deployment_id, payload["deployment_id"].as_str()) {
+        job.deployment_id = Some(dep.to_owned());
+    }
+    let errors = upstream_errors(&payload["errors"]);
+    if errors.is_empty() {
+        job.output = Some(payload["data"].clone());
+        job.move_to(Status::Succeeded, now)?;
+    } else {
+        job.move_to(Status::Failed, now)?;
+        job.errors = errors;
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+//! Durable async jobs: submit, status, cancel, reconciliation with the upstream, and the sweep.
+//!
+//! Store layout: `job/{id}` the record, `due/{id}` the sweep's index of live records,
+//! `idem/{sha256(key id, Idempotency-Key)}` → `{request_id, body_sha256}`.
+//!
+//! Order of work on submit: idempotency record, index, job record (QUEUED, submission pending
+//! and leased), then the upstream call, then the record update, then 201. The upstream is told
+//! to deliver to `/webhooks/baseten/{our id}`, so whichever step a crash interrupts, the record
+//! exists and the result can still be matched; the sweep resubmits a submission whose lease
+//! ran out. One window remains: a crash after the upstream accepted and before the record says
+//! so makes the sweep submit again (Baseten has no idempotent submit); the inbox then keeps the
+//! first result and ignores the second.
+//!
+//! Every write after an upstream call reloads the record and applies the observation to the
+//! fresh copy, so a result stored by the inbox meanwhile is never overwritten by a stale read;
+//! terminal states never move again (see [`Status::transition`]).
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::auth;
+use super::clock::Timestamp;
+use super::config::ApiKey;
+use super::error::{json_response, Error};
+use super::forward::json_request;
+use super::job::{codes, Job, JobError, Status, Submission, Upstream};
+use super::route::{Operation, Subject, Target};
+use super::signature::sha256;
+use super::submit::AsyncRequest;
+use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport};
+
+/// A status read asks the upstream at most this often per job.
+const RECONCILE_ON_READ_MS: u64 = 1000;
+/// The longest wait between submission retries while the upstream is down.
+const SUBMIT_RETRY_CAP_MS: u64 = 60_000;
+
+pub(crate) fn job_key(id: &str) -> String {
+    format!("job/{id}")
+}
+
+fn due_key(id: &str) -> String {
+    format!("due/{id}")
+}
+
+/// Request ids are 32 lowercase hex characters; anything else cannot name a job.
+fn is_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn created<B>(id: &str, wake_at: Option<Timestamp>) -> Outcome<B> {
+    Outcome { response: full(json_response(StatusCode::CREATED, &json!({ "request_id": id }))), wake_at }
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(k)),
+        _ => Err(Error::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+    }
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    pub(crate) async fn load(&self, id: &str) -> Result<Option<Job>, Error> {
+        let Some(bytes) = self.store.get(&job_key(id)).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Store(super::StoreError::new(format!("corrupt record {id}: {e}"))))
+    }
+
+    pub(crate) async fn save(&self, job: &Job) -> Result<(), Error> {
+        Ok(self.store.put(&job_key(&job.id), to_bytes(job)).await?)
+    }
+
+    /// Reloads the record, applies `f` to the fresh copy and saves it if it changed.
+    pub(crate) async fn update<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Job) -> Result<T, Error>,
+    ) -> Result<(Job, T), Error> {
+        let mut job = self.load(id).await?.ok_or_else(|| Error::RequestNotFound { request_id: id.to_owned() })?;
+        let before = job.clone();
+        let out = f(&mut job)?;
+        if job != before {
+            self.save(&job).await?;
+        }
+        Ok((job, out))
+    }
+
+    /// A job the caller may see: it exists, is within retention and matches the path's subject.
+    async fn load_visible(&self, id: &str, subject: Option<&Subject>, now: Timestamp) -> Result<Job, Error> {
+        let not_found = || Error::RequestNotFound { request_id: id.to_owned() };
+        if !is_request_id(id) {
+            return Err(not_found());
+        }
+        let job = self.load(id).await?.ok_or_else(not_found)?;
+        if subject.is_some_and(|s| *s != job.subject) || now >= job.retained_until(self.config.retention_seconds) {
+            return Err(not_found());
+        }
+        Ok(job)
+    }
+
+    fn price(&self, subject: &Subject) -> f64 {
+        self.config.upstream(subject).map_or(0.0, |u| u.price_per_second)
+    }
+
+    pub(crate) async fn submit(
+        &self,
+        key: &ApiKey,
+        subject: Subject,
+        target: Target,
+        request: &Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<Outcome<H::Body>, Error> {
+        self.config.upstream(&subject)?;
+        let body = request.body();
+        if body.len() > self.config.async_body_limit {
+            return Err(Error::PayloadTooLarge { limit: self.config.async_body_limit });
+        }
+        let parsed = AsyncRequest::parse(body, self.config.dev_mode)?;
+        if parsed.webhook_endpoint.is_some() && self.config.webhooks.outbound_secret.is_none() {
+            return Err(Error::invalid(
+                "webhook_endpoint",
+                "this gateway has no outbound webhook secret configured, so it cannot sign deliveries; poll the status instead",
+            ));
+        }
+        let idempotency = idempotency_key(request.headers())?;
+        let now = ctx.now;
+        let mut id = hex::encode(ctx.entropy);
+
+        let mut idempotency_record = None;
+        if let Some(idem) = idempotency {
+            let record_key = format!("idem/{}", hex::encode(sha256(format!("{}\n{idem}", key.id).as_bytes())));
+            let body_hash = hex::encode(sha256(body));
+            let record = json!({ "request_id": id, "body_sha256": body_hash });
+            if !self.store.put_if_absent(&record_key, to_bytes(&record)).await? {
+                let existing: Value = match self.store.get(&record_key).await? {
+                    Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    None => Value::Null,
+                };
+                if existing["body_sha256"] != body_hash.as_str() {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                let Some(existing_id) = existing["request_id"].as_str().filter(|i| is_request_id(i)) else {
+                    return Err(Error::Store(super::StoreError::new("corrupt idempotency record")));
+                };
+                id = existing_id.to_owned();
+                if self.load(&id).await?.is_some() {
+                    // A replay: same answer, nothing submitted again. A submission left pending
+                    // by a crash is the sweep's to retry; this wake-up makes it run now.
+                    let wake = self.run_due(&id, now).await.ok().flatten();
+                    return Ok(created(&id, wake));
+                }
+                // The first request stopped before writing the job: create it under its id.
+            }
+            idempotency_record = Some(record_key);
+        }
+
+        let input = Submission { model_input: parsed.model_input, priority: parsed.priority, retry: parsed.retry };
+        let job = Job::new(
+            id.clone(),
+            key.id.clone(),
+            idempotency_record,
+            subject,
+            target,
+            input,
+            parsed.max_time_in_queue_seconds,
+            parsed.webhook_endpoint,
+            now,
+        );
+        // Index first: a crash between the two leaves an index entry the sweep drops.
+        self.store.put(&due_key(&id), Vec::new()).await?;
+        if !self.store.put_if_absent(&job_key(&id), to_bytes(&job)).await? {
+            // A concurrent request with the same Idempotency-Key created it; it submits.
+            return Ok(created(&id, None));
+        }
+        let job = self.submit_upstream(&id, now).await?;
+        Ok(created(&id, Some(job.next_due(self.config.retention_seconds))))
+    }
+
+    /// One submission attempt for a job whose submission is pending (and leased by the caller).
+    async fn submit_upstream(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
+        let Some(job) = self.load(id).await? else {
+            return Err(Error::RequestNotFound { request_id: id.to_owned() });
+        };
+        let Upstream::Pending { input, attempts, .. } = &job.upstream else { return Ok(job) };
+        let attempts = attempts + 1;
+        let upstream = match self.config.upstream(&job.subject) {
+            Ok(u) => u,
+            Err(e) => {
+                let message = e.message();
+                return self.update(id, |j| fail(j, now, attempts, JobError::new(codes::MODEL_DOES_NOT_EXIST, message))).await.map(|(j, ())| j);
+            }
+        };
+        let remaining = job.queue_deadline().millis_since(now) / 1000;
+        let body = json!({
+            "model_input": input.model_input,
+            "webhook_endpoint": self.config.inbox_url(id),
+            "priority": input.priority,
+            "max_time_in_queue_seconds": remaining.max(10),
+            "inference_retry_config": input.retry,
+        });
+        let suffix = format!("{}/{}", job.target.path(), job.subject.async_endpoint());
+        let answer = self.call(json_request(upstream, Method::POST, &suffix, &body)).await;
+        let (job, ()) = self
+            .update(id, |j| {
+                let Upstream::Pending { input, .. } = &j.upstream else { return Ok(()) };
+                match answer {
+                    Ok((status, body)) if status.is_success() => {
+                        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let upstream_id = parsed["request_id"].as_str().map(str::to_owned);
+                        j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
+                        Ok(())
+                    }
+                    Ok((status, body)) if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) => {
+                        let code = match status.as_u16() {
+                            404 => codes::MODEL_DOES_NOT_EXIST,
+                            400 | 413 | 422 => codes::MODEL_INVALID_INPUT,
+                            _ => codes::INTERNAL_SERVER_ERROR,
+                        };
+                        let message = upstream_message(&body).unwrap_or_else(|| format!("upstream refused the request with {status}"));
+                        fail(j, now, attempts, JobError::new(code, message))
+                    }
+                    // 5xx, 408, 429 or no answer: keep it pending and try again later.
+                    Ok(_) | Err(_) => {
+                        let backoff = (1000u64 << attempts.min(16).saturating_sub(1)).min(SUBMIT_RETRY_CAP_MS);
+                        j.upstream = Upstream::Pending { input: input.clone(), attempts, next_at: now.plus_millis(backoff) };
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
+        Ok(job)
+    }
+
+    pub(crate) async fn status(
+        &self,
+        key: &ApiKey,
+        origin: Option<&str>,
+        subject: Option<&Subject>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Outcome<H::Body>, Error> {
+        let job = self.load_visible(id, subject, now).await?;
+        auth::authorize(key, Operation::Status, &job.subject, origin)?;
+        let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
+        let view = job.view(now, self.price(&job.subject));
+        let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
+        Ok(Outcome { response: full(json_response(StatusCode::OK, &view)), wake_at })
+    }
+
+    /// Applies queue expiry and, if the last check is older than `min_interval_ms`, the
+    /// upstream's view. An unreachable upstream leaves the record as it was.
+    async fn refresh(&self, job: Job, now: Timestamp, min_interval_ms: u64) -> Result<(Job, bool), Error> {
+        let mut changed = false;
+        let mut job = job;
+        if job.status == Status::Queued && now >= job.queue_deadline() {
+            (job, ()) = self.update(&job.id, |j| j.expire_if_due(now).map(drop).map_err(Error::from)).await?;
+            changed = true;
+        }
+        let Upstream::Submitted { upstream_id: Some(upstream_id), checked_at, .. } = &job.upstream else {
+            return Ok((job, changed));
+        };
+        if job.status.is_terminal() || now < checked_at.plus_millis(min_interval_ms) {
+            return Ok((job, changed));
+        }
+        let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job, changed)) };
+        let request = json_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), &Value::Null);
+        let mut request = request.map(|_| Bytes::new());
+        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        let Ok((status, body)) = self.call(request).await else { return Ok((job, changed)) };
+        let record: Value = if status.is_success() { serde_json::from_slice(&body).unwrap_or(Value::Null) } else { Value::Null };
+        let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
+        Ok((job, true))
+    }
+
+    pub(crate) async fn cancel(
+        &self,
+        key: &ApiKey,
+        origin: Option<&str>,
+        subject: Option<&Subject>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Outcome<H::Body>, Error> {
+        let job = self.load_visible(id, subject, now).await?;
+        auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
+        let (job, _) = self.refresh(job, now, u64::MAX).await?;
+        let answer = |canceled: bool, message: String, job: &Job| Outcome {
+            response: full(json_response(
+                StatusCode::OK,
+                &json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() }),
+            )),
+            wake_at: Some(job.next_due(self.config.retention_seconds)),
+        };
+        let in_progress_message =
+            "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";
+        match (&job.status, &job.upstream) {
+            (s, _) if s.is_terminal() => Ok(answer(false, format!("request is already {}", s.as_str()), &job)),
+            (Status::InProgress, _) => {
+                let (job, ()) = self.update(id, |j| Ok(j.cancel_requested = true)).await?;
+                Ok(answer(false, in_progress_message.to_owned(), &job))
+            }
+            (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
+                let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
+                let canceled = job.status == Status::Canceled;
+                Ok(answer(canceled, format!("request is {}", job.status.as_str()), &job))
+            }
+            (_, Upstream::Submitted { upstream_id, .. }) => {
+                let Some(upstream_id) = upstream_id else {
+                    let (job, ()) = self.update(id, |j| Ok(j.cancel_requested = true)).await?;
+                    return Ok(answer(false, "the upstream has not confirmed this request yet; cancel was recorded".to_owned(), &job));
+                };
+                let upstream = self.config.upstream(&job.subject)?;
+                let mut request = json_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), &Value::Null);
+                *request.body_mut() = Bytes::new();
+                request.headers_mut().remove(http::header::CONTENT_TYPE);
+                let (status, body) = self.call(request).await?;
+                let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if status.is_success() && reply["canceled"] == true {
+                    let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
+                    return Ok(answer(job.status == Status::Canceled, "request canceled before it ran".to_owned(), &job));
+                }
+                if !status.is_success() && status != StatusCode::NOT_FOUND {
+                    return Err(Error::UpstreamProtocol { message: format!("cancel answered {status}") });
+                }
+                // The upstream already started it: record the wish, learn its state.
+                self.update(id, |j| Ok(j.cancel_requested = true)).await?;
+                let job = self.load_visible(id, None, now).await?;
+                let (job, _) = self.refresh(job, now, 0).await?;
+                let message = match job.status {
+                    Status::InProgress => in_progress_message.to_owned(),
+                    s => upstream_message(&body).unwrap_or_else(|| format!("request is {}", s.as_str())),
+                };
+                Ok(answer(false, message, &job))
+            }
+        }
+    }
+
+    /// Runs everything due on every live job. Failures leave a job due; they are counted.
+    pub async fn sweep(&self, now: Timestamp) -> SweepReport {
+        let mut report = SweepReport::default();
+        let ids = match self.store.list("due/").await {
+            Ok(keys) => keys,
+            Err(_) => {
+                report.failed = 1;
+                report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS * 60));
+                return report;
+            }
+        };
+        for key in ids {
+            let id = key.trim_start_matches("due/");
+            let next = match self.load(id).await {
+                Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
+                    Some(job.next_due(self.config.retention_seconds))
+                }
+                Ok(_) => {
+                    report.processed += 1;
+                    match self.run_due(id, now).await {
+                        Ok(Some(next)) => Some(next),
+                        Ok(None) => {
+                            report.deleted += 1;
+                            None
+                        }
+                        Err(_) => {
+                            report.failed += 1;
+                            Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
+                        }
+                    }
+                }
+                Err(_) => {
+                    report.failed += 1;
+                    Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
+                }
+            };
+            report.wake_at = match (report.wake_at, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        report
+    }
+
+    /// Does what is due for one job; returns when it is next due, or `None` once it is gone.
+    /// A Durable Object per job calls this from its alarm; the sweep calls it for each job.
+    pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let retention = self.config.retention_seconds;
+        let Some(job) = self.load(id).await? else {
+            self.store.delete(&due_key(id)).await?;
+            return Ok(None);
+        };
+        if now >= job.retained_until(retention) {
+            // Record first: once it is gone nothing can read it; the rest are pointers to it.
+            self.store.delete(&job_key(id)).await?;
+            if let Some(record) = &job.idempotency_record {
+                self.store.delete(record).await?;
+            }
+            self.store.delete(&due_key(id)).await?;
+            return Ok(None);
+        }
+        let (mut job, _) = self.refresh(job, now, super::job::RECONCILE_EVERY_MS).await?;
+        if let Upstream::Pending { next_at, .. } = job.upstream {
+            if next_at <= now && !job.status.is_terminal() {
+                let (_, ()) = self
+                    .update(id, |j| {
+                        if let Upstream::Pending { next_at, .. } = &mut j.upstream {
+                            *next_at = now.plus_millis(super::job::SUBMIT_LEASE_MS);
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                job = self.submit_upstream(id, now).await?;
+            }
+        }
+        if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
+            job = self.deliver(job, now).await?;
+        }
+        Ok(Some(job.next_due(retention)))
+    }
+}
+
+fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data structures cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn fail(job: &mut Job, now: Timestamp, attempts: u32, error: JobError) -> Result<(), Error> {
+    if job.status.is_terminal() {
+        return Ok(());
+    }
+    job.move_to(Status::Failed, now)?;
+    job.upstream = Upstream::Abandoned { attempts };
+    job.errors.push(error);
+    Ok(())
+}
+
+fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error> {
+    if job.status.transition(to).is_ok() {
+        job.move_to(to, now)?;
+    }
+    Ok(())
+}
+
+/// The upstream's own message from a Baseten error body (`message`, `error` or `detail`).
+pub(crate) fn upstream_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    ["message", "error", "detail"].iter().find_map(|k| v[k].as_str().map(str::to_owned))
+}
+
+/// Errors from an upstream status record or webhook payload.
+pub(crate) fn upstream_errors(v: &Value) -> Vec<JobError> {
+    v.as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| JobError {
+                    code: e["code"].as_str().unwrap_or(codes::INTERNAL_SERVER_ERROR).to_owned(),
+                    message: e["message"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Folds the upstream's status record into ours. Stale or odd records never move a job backwards.
+fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Result<(), Error> {
+    if let Upstream::Submitted { checked_at, .. } = &mut job.upstream {
+        *checked_at = now;
+    }
+    if job.status.is_terminal() || record.is_null() {
+        return Ok(());
+    }
+    if let (None, Some(dep)) = (&job.deployment_id, record["deployment_id"].as_str()) {
+        job.deployment_id = Some(dep.to_owned());
+    }
+    let at = record["status_at"].as_str().and_then(Timestamp::parse_rfc3339).unwrap_or(now).min(now);
+    match record["status"].as_str().unwrap_or_default() {
+        "IN_PROGRESS" => {
+            if job.status == Status::Queued {
+                job.move_to(Status::InProgress, now)?;
+                job.started_at = Some(at.max(job.created_at));
+            }
+        }
+        // Done upstream; the output comes with the inbox delivery, which may be in flight.
+        "SUCCEEDED" => move_if_legal(job, Status::InProgress, now)?,
+        s @ ("FAILED" | "EXPIRED" | "CANCELED") => {
+            let to = match s {
+                "FAILED" => Status::Failed,
+                "EXPIRED" => Status::Expired,
+                _ => Status::Canceled,
+            };
+            if job.status.transition(to).is_ok() {
+                job.move_to(to, now)?;
+                job.errors = upstream_errors(&record["errors"]);
+            }
+        }
+        "WEBHOOK_FAILED" => {
+            if job.status.transition(Status::Failed).is_ok() {
+                job.move_to(Status::Failed, now)?;
+                job.errors.push(JobError::new(
+                    codes::INTERNAL_SERVER_ERROR,
+                    "the model finished but the upstream could not deliver its output to the gateway's inbox",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

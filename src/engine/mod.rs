@@ -1,0 +1,203 @@
+//! The sans-IO engine: every product decision, no platform.
+//!
+//! An adapter hands [`Engine::handle`] an `http::Request` plus the time and 16 random bytes
+//! ([`Ctx`]); the engine routes, authenticates, validates, reads and writes the [`Store`],
+//! calls upstreams through the adapter's [`HttpClient`], and returns an [`Outcome`]: the
+//! response, and when the adapter must call [`Engine::sweep`] next (a Durable Object alarm, a
+//! cron-triggered route, or the next request). The sweep submits what is pending, expires,
+//! reconciles, delivers webhooks and forgets what is past retention.
+//!
+//! The engine never reads a clock or a random source and never names a platform crate, so
+//! a 72-hour expiry or a four-hour webhook retry schedule is a host test that advances a number.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod job;
+pub mod route;
+pub mod signature;
+pub mod store;
+pub mod submit;
+pub mod upstream;
+
+mod delivery;
+mod forward;
+mod inbox;
+mod jobs;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+
+pub use clock::Timestamp;
+pub use config::Config;
+pub use error::Error;
+pub use route::{Operation, Route, Subject, Target};
+pub use store::{MemoryStore, Store, StoreError};
+pub use upstream::{HttpClient, TransportError};
+
+/// What the adapter supplies with each request: the time and fresh randomness (for ids).
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub now: Timestamp,
+    pub entropy: [u8; 16],
+}
+
+/// A response body: bytes the engine made, or the upstream's body passed through unread
+/// (sync predict), which the adapter streams back as its platform allows.
+#[derive(Debug)]
+pub enum Body<B> {
+    Full(Bytes),
+    Upstream(B),
+}
+
+/// The result of one engine call.
+///
+/// The adapter must send `response` and, if `wake_at` is set, arrange for [`Engine::sweep`]
+/// to run at or after that time (replacing any later wake-up it had). Store writes have
+/// already happened when an `Outcome` exists: sending the response is the last step.
+#[must_use = "the response must be sent and the wake-up scheduled"]
+#[derive(Debug)]
+pub struct Outcome<B> {
+    pub response: Response<Body<B>>,
+    pub wake_at: Option<Timestamp>,
+}
+
+/// What a sweep did and when the next one is due.
+#[must_use = "the next wake-up must be scheduled"]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Jobs that had something due and were processed.
+    pub processed: usize,
+    /// Jobs whose processing failed (store or upstream trouble); they stay due.
+    pub failed: usize,
+    /// Records deleted at the end of retention.
+    pub deleted: usize,
+    pub wake_at: Option<Timestamp>,
+}
+
+/// The engine for one request: borrowed configuration, store and HTTP client.
+#[derive(Debug)]
+pub struct Engine<'a, S, H> {
+    pub config: &'a Config,
+    pub store: &'a S,
+    pub http: &'a H,
+}
+
+impl<S, H> Clone for Engine<'_, S, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, H> Copy for Engine<'_, S, H> {}
+
+/// Headers a browser page may read on cross-origin responses.
+const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after";
+
+impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
+    pub fn new(config: &'a Config, store: &'a S, http: &'a H) -> Self {
+        Self { config, store, http }
+    }
+
+    /// Handles one gateway request. Never panics on any input; every refusal is a 4xx with
+    /// `code` and `message`, and a refused request changes nothing in the store.
+    pub async fn handle(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
+        let origin = header_str(request.headers(), header::ORIGIN.as_str()).map(str::to_owned);
+        let mut outcome = match self.dispatch(request, ctx).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome { response: full(e.to_response()), wake_at: None },
+        };
+        if let Some(origin) = origin {
+            self.add_cors(outcome.response.headers_mut(), &origin);
+        }
+        outcome
+    }
+
+    async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
+        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
+        let route = Route::parse(request.method(), host, request.uri().path())?;
+        let done = |response: Response<Bytes>| Ok(Outcome { response: full(response), wake_at: None });
+        match route {
+            Route::Preflight => done(self.preflight(request.headers())),
+            Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx.now).await,
+            route => {
+                let key = auth::authenticate(self.config, request.headers())?;
+                let origin = header_str(request.headers(), header::ORIGIN.as_str());
+                let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
+                match route {
+                    Route::Predict { subject, target } => {
+                        auth::authorize(key, op, &subject, origin)?;
+                        self.predict(&subject, &target, request).await
+                    }
+                    Route::QueueStatus { subject, target } => {
+                        auth::authorize(key, op, &subject, origin)?;
+                        done(self.queue_status(&subject, &target).await?)
+                    }
+                    Route::Wake { subject, target } => {
+                        auth::authorize(key, op, &subject, origin)?;
+                        done(self.wake(&subject, &target).await?)
+                    }
+                    Route::AsyncPredict { subject, target } => {
+                        auth::authorize(key, op, &subject, origin)?;
+                        self.submit(key, subject, target, &request, ctx).await
+                    }
+                    Route::Status { subject, request_id } => {
+                        self.status(key, origin, subject.as_ref(), &request_id, ctx.now).await
+                    }
+                    Route::Cancel { subject, request_id } => {
+                        self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
+                    }
+                    Route::Preflight | Route::WebhookInbox { .. } => Err(Error::NotFound { what: "route".to_owned() }),
+                }
+            }
+        }
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.config.keys.iter().any(|k| k.origins.allows(origin))
+    }
+
+    /// CORS preflight, answered from configuration: allowed if any key allows the origin
+    /// (the real request is then checked against its own key's origins).
+    fn preflight(&self, headers: &HeaderMap) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        if let Some(origin) = header_str(headers, header::ORIGIN.as_str()) {
+            if self.origin_allowed(origin) {
+                let h = response.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("authorization, content-type, idempotency-key"),
+                );
+                h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            }
+        }
+        response
+    }
+
+    /// Echoes an allowed origin (never `*`: requests carry credentials) and exposes the
+    /// headers a page needs. Disallowed origins get no CORS headers, so the browser refuses.
+    fn add_cors(&self, headers: &mut HeaderMap, origin: &str) {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        if !self.origin_allowed(origin) {
+            return;
+        }
+        if let Ok(value) = HeaderValue::from_str(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
+        }
+    }
+}
+
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub(crate) fn full<B>(response: Response<Bytes>) -> Response<Body<B>> {
+    response.map(Body::Full)
+}

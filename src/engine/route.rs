@@ -1,0 +1,317 @@
+//! Method + host + path become a [`Route`] once; handlers take validated values.
+
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use super::error::Error;
+
+/// What a request addresses: a model or a chain, by the gateway's id for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Subject {
+    Model(String),
+    Chain(String),
+}
+
+impl Subject {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Model(id) | Self::Chain(id) => id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Model(_) => "model",
+            Self::Chain(_) => "chain",
+        }
+    }
+
+    /// The JSON field Baseten uses for this subject's id on status records.
+    pub fn id_field(&self) -> &'static str {
+        match self {
+            Self::Model(_) => "model_id",
+            Self::Chain(_) => "chain_id",
+        }
+    }
+
+    /// Sync endpoint name on the upstream.
+    pub fn sync_endpoint(&self) -> &'static str {
+        match self {
+            Self::Model(_) => "predict",
+            Self::Chain(_) => "run_remote",
+        }
+    }
+
+    /// Async endpoint name on the upstream.
+    pub fn async_endpoint(&self) -> &'static str {
+        match self {
+            Self::Model(_) => "async_predict",
+            Self::Chain(_) => "async_run_remote",
+        }
+    }
+}
+
+/// Which deployment of the subject: Baseten's four target forms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    Production,
+    Development,
+    Environment(String),
+    Deployment(String),
+}
+
+impl Target {
+    /// The path segment(s) the upstream expects, e.g. `environments/staging`.
+    pub fn path(&self) -> String {
+        match self {
+            Self::Production => "production".to_owned(),
+            Self::Development => "development".to_owned(),
+            Self::Environment(env) => format!("environments/{env}"),
+            Self::Deployment(id) => format!("deployment/{id}"),
+        }
+    }
+}
+
+/// The operations a key can be scoped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `predict` and `run_remote`.
+    Predict,
+    /// `async_predict` and `async_run_remote`.
+    AsyncPredict,
+    Status,
+    Cancel,
+    QueueStatus,
+    Wake,
+}
+
+/// Every request the gateway understands, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Sync `predict` / `run_remote`.
+    Predict { subject: Subject, target: Target },
+    /// `async_predict` / `async_run_remote`.
+    AsyncPredict { subject: Subject, target: Target },
+    QueueStatus { subject: Subject, target: Target },
+    Wake { subject: Subject, target: Target },
+    /// `GET /async_request/{id}`; `subject` is `None` on the bare gateway path.
+    Status { subject: Option<Subject>, request_id: String },
+    /// `DELETE /async_request/{id}` and `POST /async_request/{id}/cancel`.
+    Cancel { subject: Option<Subject>, request_id: String },
+    /// `POST /webhooks/baseten/{request_id}`: the upstream delivers an async result.
+    WebhookInbox { request_id: String },
+    /// `OPTIONS` on any path.
+    Preflight,
+}
+
+impl Route {
+    /// The operation a key must be scoped to, if the route needs a key at all.
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            Self::Predict { .. } => Some(Operation::Predict),
+            Self::AsyncPredict { .. } => Some(Operation::AsyncPredict),
+            Self::QueueStatus { .. } => Some(Operation::QueueStatus),
+            Self::Wake { .. } => Some(Operation::Wake),
+            Self::Status { .. } => Some(Operation::Status),
+            Self::Cancel { .. } => Some(Operation::Cancel),
+            Self::WebhookInbox { .. } | Self::Preflight => None,
+        }
+    }
+
+    /// Parses a request line. `host` is the `Host` header (or URI authority), if any.
+    pub fn parse(method: &Method, host: Option<&str>, path: &str) -> Result<Self, Error> {
+        if method == Method::OPTIONS {
+            return Ok(Self::Preflight);
+        }
+        let not_found = || Error::NotFound { what: format!("{method} {path}") };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) && path != "/" {
+            return Err(not_found());
+        }
+
+        // Host form first (`model-{id}.gateway.example`), then path form (`/models/{id}/...`).
+        let (subject, rest) = match host.and_then(subject_from_host) {
+            Some(subject) => (Some(subject), &segments[..]),
+            None => match segments.as_slice() {
+                ["models", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Model(valid_id(id)?)), rest),
+                ["chains", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Chain(valid_id(id)?)), rest),
+                ["webhooks", "baseten", request_id] => {
+                    require(method, &Method::POST, "POST")?;
+                    return Ok(Self::WebhookInbox { request_id: (*request_id).to_owned() });
+                }
+                _ => (None, &segments[..]),
+            },
+        };
+
+        // `/async_request/{id}` works with or without a subject prefix.
+        match rest {
+            ["async_request", request_id] => {
+                let request_id = (*request_id).to_owned();
+                return match *method {
+                    Method::GET => Ok(Self::Status { subject, request_id }),
+                    Method::DELETE => Ok(Self::Cancel { subject, request_id }),
+                    _ => Err(Error::MethodNotAllowed { allow: "GET, DELETE, OPTIONS" }),
+                };
+            }
+            ["async_request", request_id, "cancel"] => {
+                require(method, &Method::POST, "POST, OPTIONS")?;
+                return Ok(Self::Cancel { subject, request_id: (*request_id).to_owned() });
+            }
+            _ => {}
+        }
+
+        let subject = subject.ok_or_else(not_found)?;
+        let (target, endpoint) = match rest {
+            ["production", endpoint] => (Target::Production, *endpoint),
+            ["development", endpoint] => (Target::Development, *endpoint),
+            ["environments", env, endpoint] => (Target::Environment(valid_id(env)?), *endpoint),
+            ["deployment", id, endpoint] => (Target::Deployment(valid_id(id)?), *endpoint),
+            _ => return Err(not_found()),
+        };
+        let (route, allow) = match (&subject, endpoint) {
+            (Subject::Model(_), "predict") | (Subject::Chain(_), "run_remote") => {
+                (Self::Predict { subject, target }, Method::POST)
+            }
+            (Subject::Model(_), "async_predict") | (Subject::Chain(_), "async_run_remote") => {
+                (Self::AsyncPredict { subject, target }, Method::POST)
+            }
+            (_, "async_queue_status") => (Self::QueueStatus { subject, target }, Method::GET),
+            (_, "wake") => (Self::Wake { subject, target }, Method::POST),
+            _ => return Err(not_found()),
+        };
+        let allow_header = if allow == Method::GET { "GET, OPTIONS" } else { "POST, OPTIONS" };
+        require(method, &allow, allow_header)?;
+        Ok(route)
+    }
+}
+
+fn require(method: &Method, expected: &Method, allow: &'static str) -> Result<(), Error> {
+    if method == expected {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed { allow })
+    }
+}
+
+/// Ids are opaque but path-safe: letters, digits, `-`, `_`, `.`; at most 128 bytes.
+fn valid_id(id: &str) -> Result<String, Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(Error::NotFound { what: format!("id '{}'", id.escape_default()) })
+    }
+}
+
+/// `model-abc.gw.example[:port]` → `Model("abc")`; anything else → `None`.
+fn subject_from_host(host: &str) -> Option<Subject> {
+    let label = host.split('.').next()?;
+    if !host.contains('.') {
+        return None;
+    }
+    if let Some(id) = label.strip_prefix("model-") {
+        return valid_id(id).ok().map(Subject::Model);
+    }
+    if let Some(id) = label.strip_prefix("chain-") {
+        return valid_id(id).ok().map(Subject::Chain);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(method: &str, host: Option<&str>, path: &str) -> Result<Route, Error> {
+        Route::parse(&method.parse().unwrap(), host, path)
+    }
+
+    fn model(id: &str) -> Subject {
+        Subject::Model(id.into())
+    }
+
+    #[test]
+    fn every_model_endpoint_on_every_target_in_both_forms() {
+        let targets = [
+            ("production", Target::Production),
+            ("development", Target::Development),
+            ("environments/staging", Target::Environment("staging".into())),
+            ("deployment/dep-42", Target::Deployment("dep-42".into())),
+        ];
+        for (path, target) in targets {
+            let cases = [
+                ("POST", "predict", Route::Predict { subject: model("m1"), target: target.clone() }),
+                ("POST", "async_predict", Route::AsyncPredict { subject: model("m1"), target: target.clone() }),
+                ("GET", "async_queue_status", Route::QueueStatus { subject: model("m1"), target: target.clone() }),
+                ("POST", "wake", Route::Wake { subject: model("m1"), target: target.clone() }),
+            ];
+            for (method, endpoint, expected) in cases {
+                let path_form = parse(method, Some("gw.example"), &format!("/models/m1/{path}/{endpoint}"));
+                assert_eq!(path_form.unwrap(), expected, "{method} {path}/{endpoint}");
+                let host_form = parse(method, Some("model-m1.gw.example:8787"), &format!("/{path}/{endpoint}"));
+                assert_eq!(host_form.unwrap(), expected, "host form {method} {path}/{endpoint}");
+            }
+        }
+    }
+
+    #[test]
+    fn chains_use_run_remote() {
+        let chain = Subject::Chain("c1".into());
+        assert_eq!(
+            parse("POST", None, "/chains/c1/production/run_remote").unwrap(),
+            Route::Predict { subject: chain.clone(), target: Target::Production }
+        );
+        assert_eq!(
+            parse("POST", Some("chain-c1.gw.example"), "/environments/prod/async_run_remote").unwrap(),
+            Route::AsyncPredict { subject: chain.clone(), target: Target::Environment("prod".into()) }
+        );
+        assert!(matches!(parse("POST", None, "/chains/c1/production/predict"), Err(Error::NotFound { .. })));
+        assert!(matches!(parse("POST", None, "/models/m/production/run_remote"), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn async_request_status_and_cancel_forms() {
+        let rid = "0123456789abcdef0123456789abcdef".to_owned();
+        assert_eq!(
+            parse("GET", None, &format!("/async_request/{rid}")).unwrap(),
+            Route::Status { subject: None, request_id: rid.clone() }
+        );
+        assert_eq!(
+            parse("GET", None, &format!("/models/m1/async_request/{rid}")).unwrap(),
+            Route::Status { subject: Some(model("m1")), request_id: rid.clone() }
+        );
+        assert_eq!(
+            parse("DELETE", Some("model-m1.gw.example"), &format!("/async_request/{rid}")).unwrap(),
+            Route::Cancel { subject: Some(model("m1")), request_id: rid.clone() }
+        );
+        assert_eq!(
+            parse("POST", None, &format!("/async_request/{rid}/cancel")).unwrap(),
+            Route::Cancel { subject: None, request_id: rid.clone() }
+        );
+        assert_eq!(
+            parse("POST", None, &format!("/webhooks/baseten/{rid}")).unwrap(),
+            Route::WebhookInbox { request_id: rid }
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405() {
+        for path in ["/", "/models", "/models/m1", "/models/m1/production", "/models/m1/staging/predict",
+            "/models/m1/production/nope", "/models/m1//predict", "/v1/chat", "/models/bad%20id/production/predict"] {
+            let err = parse("POST", None, path).unwrap_err();
+            assert!(matches!(err, Error::NotFound { .. }), "{path}: {err:?}");
+        }
+        let err = parse("GET", None, "/models/m1/production/predict").unwrap_err();
+        assert_eq!(err, Error::MethodNotAllowed { allow: "POST, OPTIONS" });
+        let err = parse("POST", None, "/models/m1/production/async_queue_status").unwrap_err();
+        assert_eq!(err, Error::MethodNotAllowed { allow: "GET, OPTIONS" });
+        assert!(matches!(parse("PUT", None, "/async_request/abc"), Err(Error::MethodNotAllowed { .. })));
+        assert!(matches!(parse("GET", None, "/webhooks/baseten/abc"), Err(Error::MethodNotAllowed { .. })));
+        assert_eq!(parse("OPTIONS", None, "/anything").unwrap(), Route::Preflight);
+    }
+}

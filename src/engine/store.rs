@@ -1,0 +1,140 @@
+//! Storage, shaped by what the engine needs: get, put, put-if-absent, delete, and a prefix
+//! listing for the sweep. Async and without `Send`: wasm is single-threaded.
+//!
+//! Workers implement it on a Durable Object (strongly consistent, transactional
+//! put-if-absent); Spin on its key-value store. [`MemoryStore`] is the reference.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A store operation failed. The message is for logs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Keys are short ASCII strings (`job/<id>`, `idem/<hex>`, `pending/<id>`); values are bytes.
+#[allow(async_fn_in_trait)] // implemented and called on single-threaded wasm: no Send bound wanted
+pub trait Store {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
+    /// Writes only if `key` has no value; `Ok(false)` if it had one. Must be atomic.
+    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Every key starting with `prefix`, in any order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// In-memory reference store. Clones share contents, so a test can "restart" the engine on
+/// the same data; `fail_writes_after` simulates a crash at a chosen write.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Rc<RefCell<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    map: BTreeMap<String, Vec<u8>>,
+    writes_left: Option<usize>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// After `n` more successful writes, every write fails (until `heal`).
+    pub fn fail_writes_after(&self, n: usize) {
+        self.inner.borrow_mut().writes_left = Some(n);
+    }
+
+    pub fn heal(&self) {
+        self.inner.borrow_mut().writes_left = None;
+    }
+
+    /// A copy of everything stored, for asserting that a refused request changed nothing.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.inner.borrow().map.clone()
+    }
+
+    fn write(&self, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> bool) -> Result<bool, StoreError> {
+        let mut inner = self.inner.borrow_mut();
+        match inner.writes_left {
+            Some(0) => return Err(StoreError::new("simulated crash: write refused")),
+            Some(ref mut n) => *n -= 1,
+            None => {}
+        }
+        Ok(f(&mut inner.map))
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.borrow().map.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.write(|m| m.insert(key.to_owned(), value).is_none()).map(drop)
+    }
+
+    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.write(|m| {
+            if m.contains_key(key) {
+                false
+            } else {
+                m.insert(key.to_owned(), value);
+                true
+            }
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|m| m.remove(key).is_some()).map(drop)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.inner.borrow().map.range(prefix.to_owned()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollster::block_on;
+
+    #[test]
+    fn memory_store_semantics() {
+        block_on(async {
+            let s = MemoryStore::new();
+            assert_eq!(s.get("a").await.unwrap(), None);
+            assert!(s.put_if_absent("a", b"1".to_vec()).await.unwrap());
+            assert!(!s.put_if_absent("a", b"2".to_vec()).await.unwrap());
+            assert_eq!(s.get("a").await.unwrap(), Some(b"1".to_vec()));
+            s.put("p/1", vec![]).await.unwrap();
+            s.put("p/2", vec![]).await.unwrap();
+            s.put("q/1", vec![]).await.unwrap();
+            assert_eq!(s.list("p/").await.unwrap(), ["p/1", "p/2"]);
+            s.delete("p/1").await.unwrap();
+            assert_eq!(s.list("p/").await.unwrap(), ["p/2"]);
+            s.fail_writes_after(1);
+            s.put("b", vec![]).await.unwrap();
+            assert!(s.put("c", vec![]).await.is_err());
+            assert_eq!(s.get("c").await.unwrap(), None);
+            s.heal();
+            s.put("c", vec![]).await.unwrap();
+        });
+    }
+}

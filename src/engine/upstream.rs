@@ -1,0 +1,41 @@
+//! The outbound HTTP the engine needs (upstream calls and webhook deliveries), as a trait the
+//! adapter implements with its platform's client. The engine builds `http::Request`s; the
+//! adapter sends them and hands back the response, whose body the engine either passes through
+//! untouched (sync predict, possibly streamed) or reads with a limit.
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+/// Why a request got no HTTP response at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// Connection refused, DNS failure, TLS failure, reset: nothing was answered.
+    Connect(String),
+    /// No answer within the adapter's deadline.
+    Timeout,
+    /// The response started but its body broke or exceeded the limit.
+    Body(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(m) => write!(f, "connect: {m}"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::Body(m) => write!(f, "body: {m}"),
+        }
+    }
+}
+
+/// An HTTP client. Implementations must not follow redirects (a webhook answered with a 3xx
+/// counts as a failed delivery) and should apply a deadline, reported as `Timeout`.
+#[allow(async_fn_in_trait)] // single-threaded wasm: no Send bound wanted
+pub trait HttpClient {
+    /// A response body as the platform has it, so sync predict can stream it back unread.
+    type Body;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Self::Body>, TransportError>;
+
+    /// Reads a body whole, failing with `Body` beyond `limit` bytes.
+    async fn read(&self, body: Self::Body, limit: usize) -> Result<Bytes, TransportError>;
+}

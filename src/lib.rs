@@ -1,0 +1,34 @@
+//! # edge-predict
+//!
+//! A Baseten-compatible inference gateway for serverless edges, written once in Rust and
+//! shipped as WebAssembly: a Spin / wasi:http component, a Cloudflare Worker, and a WIT
+//! interface for other components. Existing Baseten clients change only their base URL.
+//!
+//! What it adds to Baseten's inference API: a job record that is durable before the caller
+//! gets its `request_id`, idempotent submits (`Idempotency-Key`), a signature-checked inbox
+//! for upstream webhooks that keeps results, results by polling, signed and retried webhook
+//! fan-out, usage on every record, and browser-safe access (CORS, scoped keys).
+//!
+//! What it does not do: run models, queue work itself (the upstream queues), or hold
+//! secrets in its configuration document (it names them; the platform stores them).
+//!
+//! ```text
+//!  client ──HTTP──▶ platform adapter ──http::Request + Ctx{now, entropy}──▶ engine
+//!                   (worker | spin)     ◀── Outcome{response, wake_at} ───┘  │
+//!                        │                                                   │ Store (get/put/
+//!                        └── at wake_at: Engine::sweep ──────────────────────┘ put_if_absent),
+//!                                                                              HttpClient
+//! ```
+//!
+//! Modules:
+//! - [`engine`]: all product logic, sans-IO. Routing ([`engine::route`]), keys
+//!   ([`engine::auth`]), configuration ([`engine::config`]), the job record and its state
+//!   machines ([`engine::job`]), submit validation ([`engine::submit`]), webhook endpoint
+//!   rules ([`engine::endpoint`]), signatures ([`engine::signature`]), storage
+//!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]), errors ([`engine::error`]).
+//! - `platform`: thin adapters, one per target.
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+mod platform;
