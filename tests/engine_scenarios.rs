@@ -1,0 +1,639 @@
+//! Scenario tests through the engine's public API: in-memory store, hand-advanced clock,
+//! an in-memory Baseten and a webhook receiver. What is asserted is what a caller sees.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use edge_predict::engine::TransportError;
+use serde_json::{json, Value};
+use support::*;
+
+// ---------- sync predict / run_remote ----------
+
+#[test]
+fn predict_returns_the_models_raw_output_status_and_headers() {
+    let w = World::new();
+    let mut req = w.request("POST", "/models/demo/production/predict", Some(KEY), Bytes::from_static(b"{\"prompt\":\"hi\"}"));
+    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    let a = w.send(req);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, Bytes::from_static(b"{\"prompt\":\"hi\"}"), "no envelope");
+    assert_eq!(a.headers["x-baseten-request-id"], "up-sync-1");
+    assert_eq!(a.headers["content-type"], "application/json");
+    assert!(a.headers.get("x-internal-trace").is_none());
+    let sent = w.net.sent.borrow();
+    assert_eq!(sent[0].uri().to_string(), "https://upstream.test/models/demo/production/predict");
+    assert_eq!(sent[0].headers()["authorization"], format!("Api-Key {UPSTREAM_KEY}"), "upstream's own key");
+}
+
+#[test]
+fn predict_and_run_remote_reach_every_target_in_both_address_forms() {
+    let w = World::new();
+    for (target, upstream_target) in [
+        ("production", "production"),
+        ("development", "development"),
+        ("environments/staging", "environments/staging"),
+        ("deployment/abc123", "deployment/abc123"),
+    ] {
+        for (path, host, expect) in [
+            (format!("/models/demo/{target}/predict"), "gw.example", format!("/models/demo/{upstream_target}/predict")),
+            (format!("/{target}/predict"), "model-demo.gw.example", format!("/models/demo/{upstream_target}/predict")),
+            (format!("/chains/demo-chain/{target}/run_remote"), "gw.example", format!("/chains/demo-chain/{upstream_target}/run_remote")),
+            (format!("/{target}/run_remote"), "chain-demo-chain.gw.example", format!("/chains/demo-chain/{upstream_target}/run_remote")),
+        ] {
+            let mut req = w.request("POST", &path, Some(KEY), Bytes::from_static(b"[1,2]"));
+            req.headers_mut().insert("host", host.parse().unwrap());
+            let a = w.send(req);
+            assert_eq!(a.status, 200, "{host}{path}");
+            assert_eq!(a.body, Bytes::from_static(b"[1,2]"));
+            assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), expect);
+        }
+    }
+}
+
+#[test]
+fn a_models_own_error_body_passes_through_unchanged() {
+    let w = World::new();
+    let a = w.call("POST", "/models/demo/production/predict", json!({"fail_status": 422}));
+    assert_eq!(a.status, 422);
+    assert_eq!(a.json(), json!({"error": "demo model failure"}), "no gateway envelope");
+}
+
+#[test]
+fn an_unreachable_or_slow_upstream_is_a_gateway_error() {
+    let w = World::new();
+    w.net.upstream_down.set(Some(TransportError::Connect("connection refused to 10.1.2.3".into())));
+    let a = w.call("POST", "/models/demo/production/predict", json!({}));
+    a.assert_error(502, "UPSTREAM_UNREACHABLE");
+    assert!(!String::from_utf8_lossy(&a.body).contains("10.1.2.3"), "no internals");
+    w.net.upstream_down.set(Some(TransportError::Timeout));
+    w.call("POST", "/models/demo/production/predict", json!({})).assert_error(504, "UPSTREAM_TIMEOUT");
+    w.call("POST", "/models/demo/production/wake", Value::Null).assert_error(504, "UPSTREAM_TIMEOUT");
+}
+
+// ---------- async submit ----------
+
+#[test]
+fn submit_writes_the_record_before_calling_the_upstream_and_answers_201() {
+    let w = World::new();
+    let a = w.call("POST", "/models/demo/production/async_predict", json!({"model_input": {"x": 1}, "priority": 1}));
+    assert_eq!(a.status, 201);
+    let id = a.json()["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(a.json().as_object().unwrap().len(), 1, "Baseten's body: request_id only");
+
+    let keys_at_submit = w.net.on_submit_store_keys.borrow();
+    assert!(keys_at_submit[0].contains(&format!("job/{id}")), "record durable before the upstream call: {keys_at_submit:?}");
+    let up = w.upstream_job(&id);
+    assert_eq!(up.body["webhook_endpoint"], format!("https://gw.example/webhooks/baseten/{id}"));
+    assert_eq!(up.body["model_input"], json!({"x": 1}));
+    assert_eq!(up.body["priority"], 1);
+    assert_eq!(up.body["inference_retry_config"], json!({"max_attempts": 3, "initial_delay_ms": 1000, "max_delay_ms": 5000}));
+
+    let s = w.status(&id);
+    assert_eq!(s["status"], "QUEUED");
+    assert_eq!(s["model_id"], "demo");
+    assert_eq!(s["webhook_status"], "NO_WEBHOOK_PROVIDED");
+    assert_eq!(s["errors"], json!([]));
+    assert!(s.get("output").is_none());
+}
+
+#[test]
+fn chains_submit_with_async_run_remote_and_report_chain_id() {
+    let w = World::new();
+    let a = w.call("POST", "/chains/demo-chain/environments/staging/async_run_remote", json!({"model_input": 1}));
+    assert_eq!(a.status, 201);
+    let id = a.json()["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.net.sent.borrow()[0].uri().path(), "/chains/demo-chain/environments/staging/async_run_remote");
+    let s = w.call("GET", &format!("/chains/demo-chain/async_request/{id}"), Value::Null).json();
+    assert_eq!(s["chain_id"], "demo-chain");
+    assert!(s.get("model_id").is_none());
+    w.call("GET", &format!("/models/demo/async_request/{id}"), Value::Null).assert_error(404, "REQUEST_NOT_FOUND");
+}
+
+#[test]
+fn a_job_goes_queued_in_progress_succeeded_with_output_and_usage() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": {"prompt": "hi"}}));
+    w.advance_ms(2_000);
+    w.set_upstream_status(&id, "IN_PROGRESS");
+    let s = w.status(&id);
+    assert_eq!(s["status"], "IN_PROGRESS", "reconciled with the upstream on read");
+    assert_eq!(s["deployment_id"], "dep-1");
+    w.advance_ms(4_000);
+    let a = w.complete(&id, json!({"text": "hello"}));
+    assert_eq!(a.status, 200);
+    let s = w.status(&id);
+    assert_eq!(s["status"], "SUCCEEDED");
+    assert_eq!(s["output"], json!({"text": "hello"}));
+    assert_eq!(s["usage"]["time_queued_ms"], 2_000);
+    assert_eq!(s["usage"]["time_in_progress_ms"], 4_000);
+    assert_eq!(s["usage"]["attempts"], 1);
+    assert_eq!(s["usage"]["cost_estimate"], 2.0, "4 s at 0.5 per second");
+    // Later reads are served from the record: it is terminal, the upstream is not asked again.
+    let sent = w.net.sent.borrow().len();
+    w.advance_ms(60_000);
+    assert_eq!(w.status(&id)["output"], json!({"text": "hello"}));
+    assert_eq!(w.net.sent.borrow().len(), sent);
+}
+
+#[test]
+fn polling_alone_follows_failures_reported_only_by_the_upstream_status() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    w.advance_ms(5_000);
+    w.set_upstream_status(&id, "FAILED");
+    let s = w.status(&id);
+    assert_eq!(s["status"], "FAILED");
+    assert_eq!(s["errors"], json!([{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]));
+}
+
+#[test]
+fn the_sweep_reconciles_jobs_nobody_polls() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.set_upstream_status(&id, "FAILED");
+    w.run_until(120_000, |w| !w.net.deliveries.borrow().is_empty());
+    let delivered: Value = serde_json::from_slice(w.net.deliveries.borrow()[0].body()).unwrap();
+    assert_eq!(delivered["errors"][0]["code"], "MODEL_PREDICT_ERROR");
+    assert_eq!(w.status(&id)["webhook_status"], "SUCCEEDED");
+}
+
+#[test]
+fn an_upstream_refusal_fails_the_job_with_basetens_error_code() {
+    let mut doc = config_doc();
+    doc["models"]["ghost"] = json!({"upstream": "https://upstream.test/nowhere/ghost", "api_key_secret_name": "UPSTREAM_KEY"});
+    let w = World::with_config(doc);
+    // Configured on the gateway, unknown upstream: Baseten answers 404.
+    let a = w.call("POST", "/models/ghost/production/async_predict", json!({"model_input": 1}));
+    assert_eq!(a.status, 201, "the job is durable; its record tells its fate");
+    let id = a.json()["request_id"].as_str().unwrap().to_owned();
+    let s = w.status(&id);
+    assert_eq!(s["status"], "FAILED");
+    assert_eq!(s["errors"][0]["code"], "MODEL_DOES_NOT_EXIST");
+}
+
+// ---------- durability ----------
+
+#[test]
+fn an_upstream_outage_at_submit_loses_nothing() {
+    let w = World::new();
+    w.net.upstream_down.set(Some(TransportError::Connect("refused".into())));
+    let id = w.submit(json!({"model_input": {"n": 7}}));
+    assert_eq!(w.status(&id)["status"], "QUEUED");
+    assert!(w.net.jobs.borrow().is_empty());
+    w.advance_ms(10_000);
+    w.net.upstream_down.set(None);
+    w.run_until(120_000, |w| !w.net.jobs.borrow().is_empty());
+    assert_eq!(w.upstream_job(&id).body["model_input"], json!({"n": 7}));
+    w.complete(&id, json!("done"));
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &json!("done")));
+    assert_eq!(s["usage"]["attempts"], 2);
+}
+
+#[test]
+fn a_crash_after_the_upstream_accepted_still_matches_the_result() {
+    let w = World::new();
+    // Writes: idempotency record, index, job. The fourth (recording the upstream id) fails.
+    w.store.fail_writes_after(3);
+    let mut req = w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
+    req.headers_mut().insert("idempotency-key", "order-1".parse().unwrap());
+    let first = w.send(req.clone());
+    first.assert_error(503, "STORE_UNAVAILABLE");
+    w.store.heal();
+    // The client retries with its key: same request id, no second submission.
+    let retry = w.send(req);
+    assert_eq!(retry.status, 201);
+    let id = retry.json()["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.async_submissions(), 1);
+    // The upstream's webhook names our id in its URL, so the result lands.
+    assert_eq!(w.complete(&id, json!({"ok": true})).status, 200);
+    assert_eq!(w.status(&id)["output"], json!({"ok": true}));
+    assert_eq!(w.async_submissions(), 1);
+}
+
+#[test]
+fn a_restart_on_the_same_store_keeps_every_accepted_job() {
+    let w = World::new();
+    let ids: Vec<String> = (0..3).map(|i| w.submit(json!({"model_input": i}))).collect();
+    // A new engine over the same store: what a restarted Worker or Spin instance sees.
+    let restarted = World { config: parse_config(&config_doc()), store: w.store.clone(), net: Default::default(),
+        now: w.now.clone(), entropy: std::cell::Cell::new(99), wake_at: Default::default() };
+    for id in &ids {
+        let a = restarted.call("GET", &format!("/async_request/{id}"), Value::Null);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["request_id"], id.as_str());
+    }
+}
+
+// ---------- idempotency ----------
+
+#[test]
+fn the_same_idempotency_key_gives_the_same_request_id_and_one_submission() {
+    let w = World::new();
+    let body = json!({"model_input": {"q": 1}}).to_string();
+    let send = |key: &str, api_key: &str, body: &str| {
+        let mut req = w.request("POST", "/models/demo/production/async_predict", Some(api_key), body.to_owned());
+        req.headers_mut().insert("idempotency-key", key.parse().unwrap());
+        w.send(req)
+    };
+    let a = send("k1", KEY, &body);
+    let b = send("k1", KEY, &body);
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (201, 201));
+    assert_eq!(a.json()["request_id"], b.json()["request_id"]);
+    assert_eq!(w.async_submissions(), 1);
+    // Another API key's identical key is another request.
+    let c = send("k1", OTHER_KEY, &body);
+    assert_ne!(c.json()["request_id"], a.json()["request_id"]);
+    assert_eq!(w.async_submissions(), 2);
+    // Same key, different body: refused, nothing submitted.
+    send("k1", KEY, &json!({"model_input": {"q": 2}}).to_string()).assert_error(409, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(w.async_submissions(), 2);
+    // Bad keys are named.
+    let long = "x".repeat(256);
+    send(&long, KEY, &body).assert_error(400, "INVALID_ARGUMENT");
+}
+
+// ---------- cancel ----------
+
+#[test]
+fn canceling_a_queued_job_stops_it_before_compute() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/x"}));
+    w.advance_ms(1_500);
+    let a = w.call("DELETE", &format!("/async_request/{id}"), Value::Null);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["canceled"], true);
+    assert_eq!(a.json()["request_id"], id.as_str());
+    assert_eq!(w.upstream_job(&id).status, "CANCELED", "the upstream was told");
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), s["webhook_status"].as_str()), (Some("CANCELED"), Some("CANCELED")));
+    assert_eq!(s["usage"]["time_in_progress_ms"], 0);
+    assert_eq!(s["usage"]["cost_estimate"], 0.0);
+    assert_eq!(s["usage"]["time_queued_ms"], 1_500);
+    w.run_until(600_000, |w| w.sweep().wake_at.is_some_and(|t| t.millis() > w.now.get() + 3_600_000));
+    assert!(w.net.deliveries.borrow().is_empty(), "no webhook for a canceled job");
+    // Canceling again: already terminal.
+    let again = w.call("POST", &format!("/async_request/{id}/cancel"), Value::Null);
+    assert_eq!(again.json()["canceled"], false);
+    assert_eq!(again.json()["message"], "request is already CANCELED");
+}
+
+#[test]
+fn canceling_a_job_whose_submission_is_still_pending_never_sends_it() {
+    let w = World::new();
+    w.net.upstream_down.set(Some(TransportError::Timeout));
+    let id = w.submit(json!({"model_input": 1}));
+    let a = w.call("POST", &format!("/async_request/{id}/cancel"), Value::Null);
+    assert_eq!(a.json()["canceled"], true);
+    w.net.upstream_down.set(None);
+    w.advance_ms(120_000);
+    let _ = w.sweep();
+    assert!(w.net.jobs.borrow().is_empty(), "never submitted");
+    assert_eq!(w.status(&id)["status"], "CANCELED");
+}
+
+#[test]
+fn canceling_an_in_progress_job_is_refused_and_its_compute_shows_in_usage() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    w.advance_ms(1_000);
+    w.set_upstream_status(&id, "IN_PROGRESS");
+    w.advance_ms(1_000);
+    let a = w.call("DELETE", &format!("/async_request/{id}"), Value::Null);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["canceled"], false);
+    assert!(a.json()["message"].as_str().unwrap().contains("IN_PROGRESS"));
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), s["cancel_requested"].as_bool()), (Some("IN_PROGRESS"), Some(true)));
+    w.advance_ms(3_000);
+    w.complete(&id, json!("finished anyway"));
+    let s = w.status(&id);
+    assert_eq!(s["status"], "SUCCEEDED");
+    assert_eq!(s["cancel_requested"], true);
+    assert_eq!(s["usage"]["time_in_progress_ms"], 4_000);
+    assert_eq!(s["usage"]["cost_estimate"], 2.0);
+}
+
+#[test]
+fn canceling_a_job_the_upstream_already_started_reports_the_truth() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    // Our record still says QUEUED; the upstream has started it.
+    w.net.jobs.borrow_mut().values_mut().for_each(|j| j.status = "IN_PROGRESS");
+    let a = w.call("DELETE", &format!("/async_request/{id}"), Value::Null);
+    assert_eq!(a.json()["canceled"], false);
+    assert_eq!(a.json()["status"], "IN_PROGRESS");
+    assert_eq!(w.status(&id)["cancel_requested"], true);
+}
+
+// ---------- queue status and wake ----------
+
+#[test]
+fn queue_status_counts_waiting_jobs_under_the_gateways_model_id() {
+    let w = World::new();
+    for i in 0..3 {
+        w.submit(json!({"model_input": i}));
+    }
+    let a = w.call("GET", "/models/demo/production/async_queue_status", Value::Null);
+    assert_eq!(a.status, 200);
+    let b = a.json();
+    assert_eq!(b["model_id"], "demo");
+    assert_eq!(b["num_queued_requests"], 3);
+    assert_eq!(b["num_in_progress_requests"], 0);
+    assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), "/models/demo/production/async_queue_status");
+}
+
+#[test]
+fn wake_answers_202_with_an_empty_body() {
+    let w = World::new();
+    let a = w.call("POST", "/models/demo/deployment/dep9/wake", Value::Null);
+    assert_eq!(a.status, 202);
+    assert!(a.body.is_empty());
+    assert_eq!(w.net.sent.borrow()[0].uri().path(), "/models/demo/deployment/dep9/wake");
+}
+
+// ---------- webhook inbox ----------
+
+#[test]
+fn the_inbox_accepts_rotated_secrets_and_duplicate_deliveries_change_nothing() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let delivery = w.inbox_delivery(&id, json!("first"), json!([]), OLD_INBOUND_SECRET);
+    assert_eq!(w.send(delivery.clone()).status, 200);
+    let before = w.snapshot();
+    assert_eq!(w.send(delivery).status, 200, "duplicates are acknowledged");
+    let later = w.inbox_delivery(&id, json!("second"), json!([]), INBOUND_SECRET);
+    assert_eq!(w.send(later).status, 200);
+    assert_eq!(w.snapshot(), before, "the first result wins");
+    assert_eq!(w.status(&id)["output"], "first");
+}
+
+#[test]
+fn the_inbox_rejects_unsigned_wrongly_signed_tampered_and_stale_deliveries_and_stores_nothing() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let good = w.inbox_delivery(&id, json!("out"), json!([]), INBOUND_SECRET);
+    let before = w.snapshot();
+
+    let mut unsigned = good.clone();
+    unsigned.headers_mut().remove("x-baseten-signature");
+    w.send(unsigned).assert_error(401, "INVALID_SIGNATURE");
+
+    let wrong = w.inbox_delivery(&id, json!("out"), json!([]), "not-the-secret");
+    w.send(wrong).assert_error(401, "INVALID_SIGNATURE");
+
+    let mut tampered = good.clone();
+    *tampered.body_mut() = Bytes::from(String::from_utf8_lossy(good.body()).replace("\"out\"", "\"evil\""));
+    w.send(tampered).assert_error(401, "INVALID_SIGNATURE");
+
+    let mut garbage = good.clone();
+    garbage.headers_mut().insert("x-baseten-signature", "v1=zz,sha256=abc".parse().unwrap());
+    w.send(garbage).assert_error(401, "INVALID_SIGNATURE");
+
+    w.advance_ms(301_000);
+    w.send(good.clone()).assert_error(401, "STALE_WEBHOOK");
+    assert_eq!(w.snapshot(), before);
+
+    // For another job's URL: signed by the upstream, but not this job's request.
+    let other = w.submit(json!({"model_input": 2}));
+    let before = w.snapshot();
+    let mut misdirected = w.inbox_delivery(&id, json!("x"), json!([]), INBOUND_SECRET);
+    *misdirected.uri_mut() = format!("https://gw.example/webhooks/baseten/{other}").parse().unwrap();
+    w.send(misdirected).assert_error(400, "INVALID_ARGUMENT");
+    assert_eq!(w.snapshot(), before);
+}
+
+#[test]
+fn an_upstream_failure_delivered_to_the_inbox_fails_the_job() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let d = w.inbox_delivery(&id, Value::Null, json!([{"code": "MODEL_PREDICT_ERROR", "message": "OOM"}]), INBOUND_SECRET);
+    assert_eq!(w.send(d).status, 200);
+    let s = w.status(&id);
+    assert_eq!(s["status"], "FAILED");
+    assert_eq!(s["errors"], json!([{"code": "MODEL_PREDICT_ERROR", "message": "OOM"}]));
+    assert!(s.get("output").is_none());
+}
+
+// ---------- outbound webhooks ----------
+
+fn verify_delivery(req: &http::Request<Bytes>, id: &str) -> Value {
+    let h = req.headers();
+    let body = req.body();
+    assert_eq!(h["x-baseten-request-id"], id);
+    assert_eq!(h["x-baseten-signature"], format!("v1={}", hmac_hex(OUTBOUND_SECRET, body)));
+    // Standard Webhooks: HMAC over "{id}.{timestamp}.{body}" with the base64 key after whsec_.
+    let key = base64::engine::general_purpose::STANDARD.decode(&OUTBOUND_SECRET[6..]).unwrap();
+    let msg_id = h["webhook-id"].to_str().unwrap();
+    let ts = h["webhook-timestamp"].to_str().unwrap();
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    m.update(format!("{msg_id}.{ts}.").as_bytes());
+    m.update(body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
+    assert_eq!(h["webhook-signature"], format!("v1,{expected}"));
+    serde_json::from_slice(body).unwrap()
+}
+
+#[test]
+fn a_result_is_delivered_signed_both_ways_in_basetens_payload() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.complete(&id, json!({"answer": 42}));
+    assert!(w.wake_at.get().is_some_and(|t| t <= w.now()), "delivery is due at once");
+    let _ = w.sweep();
+    let deliveries = w.net.deliveries.borrow();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].uri().to_string(), "https://hooks.example.com/done");
+    let payload = verify_delivery(&deliveries[0], &id);
+    assert_eq!(payload["request_id"], id.as_str());
+    assert_eq!(payload["model_id"], "demo");
+    assert_eq!(payload["deployment_id"], "dep-1");
+    assert_eq!(payload["type"], "async_request_completed");
+    assert_eq!(payload["data"], json!({"answer": 42}));
+    assert_eq!(payload["errors"], json!([]));
+    assert_eq!(payload["time"], w.now().rfc3339());
+    drop(deliveries);
+    let s = w.status(&id);
+    assert_eq!(s["webhook_status"], "SUCCEEDED");
+    assert_eq!(s["webhook"]["attempts"][0]["status_code"], 200);
+}
+
+#[test]
+fn a_failing_receiver_gets_the_result_later_with_the_same_webhook_id() {
+    let w = World::new();
+    w.net.receiver.set(Some(Receiver::FailFirst(3)));
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.complete(&id, json!("ok"));
+    let start = w.now.get();
+    w.run_until(3_600_000, |w| w.net.deliveries.borrow().len() == 4);
+    let deliveries = w.net.deliveries.borrow();
+    let ids: Vec<_> = deliveries.iter().map(|d| d.headers()["webhook-id"].clone()).collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    for d in deliveries.iter() {
+        verify_delivery(d, &id);
+    }
+    // Backoff 10 s, 20 s, 40 s (policy in the test config) with at most ±20% jitter.
+    let elapsed = w.now.get() - start;
+    assert!((56_000..=84_000).contains(&elapsed), "{elapsed}");
+    drop(deliveries);
+    let s = w.status(&id);
+    assert_eq!(s["webhook_status"], "SUCCEEDED");
+    let codes: Vec<_> = s["webhook"]["attempts"].as_array().unwrap().iter().map(|a| a["status_code"].clone()).collect();
+    assert_eq!(codes, [json!(500), json!(500), json!(500), json!(204)]);
+}
+
+#[test]
+fn a_receiver_that_never_answers_ends_in_webhook_failed_with_the_output_still_pollable() {
+    let w = World::new();
+    w.net.receiver.set(Some(Receiver::Unreachable));
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.complete(&id, json!("kept"));
+    w.run_until(24 * 3_600_000, |w| w.status(&id)["webhook_status"] == "FAILED");
+    assert_eq!(w.net.deliveries.borrow().len(), 5, "max_attempts in the test config");
+    let s = w.status(&id);
+    assert_eq!(s["status"], "WEBHOOK_FAILED");
+    assert_eq!(s["output"], "kept");
+    assert_eq!(s["webhook"]["attempts"][4]["error"], "timeout");
+    assert_eq!(s["webhook"]["next_attempt_at"], Value::Null);
+}
+
+#[test]
+fn a_redirect_counts_as_a_failed_delivery() {
+    let w = World::new();
+    w.net.receiver.set(Some(Receiver::AlwaysStatus(302)));
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.complete(&id, json!("x"));
+    w.run_until(24 * 3_600_000, |w| w.status(&id)["webhook_status"] == "FAILED");
+    assert_eq!(w.status(&id)["status"], "WEBHOOK_FAILED");
+}
+
+// ---------- expiry and retention ----------
+
+#[test]
+fn a_job_still_queued_after_its_time_in_queue_reads_as_expired_and_is_reported() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 10, "webhook_endpoint": "https://hooks.example.com/x"}));
+    w.advance_ms(9_999);
+    assert_eq!(w.status(&id)["status"], "QUEUED");
+    w.advance_ms(1);
+    let s = w.status(&id);
+    assert_eq!(s["status"], "EXPIRED");
+    assert_eq!(s["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT");
+    let _ = w.sweep();
+    let payload: Value = serde_json::from_slice(w.net.deliveries.borrow()[0].body()).unwrap();
+    assert_eq!(payload["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT");
+    assert_eq!(payload["data"], Value::Null);
+}
+
+#[test]
+fn a_72_hour_queue_limit_expires_by_the_sweep_alone() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 259_200}));
+    w.run_until(73 * 3_600_000, |w| {
+        serde_json::from_slice::<Value>(&w.store_get(&format!("job/{id}")).unwrap()).unwrap()["status"] == "EXPIRED"
+    });
+    assert!(w.now.get() - T0 >= 259_200_000);
+}
+
+#[test]
+fn results_are_kept_for_the_retention_and_then_gone() {
+    let mut doc = config_doc();
+    doc["retention_seconds"] = json!(3600);
+    let w = World::with_config(doc);
+    let mut req = w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
+    req.headers_mut().insert("idempotency-key", "k".parse().unwrap());
+    let id = w.send(req).json()["request_id"].as_str().unwrap().to_owned();
+    w.complete(&id, json!("result"));
+    w.advance_ms(3_599_000);
+    assert_eq!(w.status(&id)["output"], "result");
+    w.advance_ms(1_000);
+    w.call("GET", &format!("/async_request/{id}"), Value::Null).assert_error(404, "REQUEST_NOT_FOUND");
+    let report = w.sweep();
+    assert_eq!(report.deleted, 1);
+    assert!(w.snapshot().is_empty(), "record, index and idempotency record are gone: {:?}", w.snapshot().keys());
+}
+
+// ---------- bad input ----------
+
+#[test]
+fn every_bad_request_gets_its_4xx_with_code_and_message_and_changes_nothing() {
+    let w = World::new();
+    let existing = w.submit(json!({"model_input": 1}));
+    let before = w.snapshot();
+    let sent_before = w.net.sent.borrow().len();
+    let big = format!("{{\"model_input\":\"{}\"}}", "a".repeat(256 * 1024));
+    let async_path = "/models/demo/production/async_predict";
+    let cases: Vec<(&str, String, Option<&str>, String, u16, &str)> = vec![
+        ("POST", async_path.into(), Some(KEY), "{not json".into(), 400, "MALFORMED_JSON"),
+        ("POST", async_path.into(), Some(KEY), "[]".into(), 400, "MALFORMED_JSON"),
+        ("POST", async_path.into(), Some(KEY), "{}".into(), 400, "INVALID_ARGUMENT"),
+        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "priority": 3}).to_string(), 400, "INVALID_ARGUMENT"),
+        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "max_time_in_queue_seconds": 5}).to_string(), 400, "INVALID_ARGUMENT"),
+        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}}).to_string(), 400, "INVALID_ARGUMENT"),
+        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "webhook_endpoint": "http://10.0.0.1/x"}).to_string(), 400, "INVALID_ARGUMENT"),
+        ("POST", async_path.into(), Some(KEY), big, 413, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/models/nope/production/async_predict".into(), Some(KEY), json!({"model_input": 1}).to_string(), 404, "MODEL_DOES_NOT_EXIST"),
+        ("POST", "/models/nope/production/predict".into(), Some(KEY), "{}".into(), 404, "MODEL_DOES_NOT_EXIST"),
+        ("POST", "/models/demo/production/nonsense".into(), Some(KEY), "{}".into(), 404, "NOT_FOUND"),
+        ("GET", "/".into(), Some(KEY), String::new(), 404, "NOT_FOUND"),
+        ("GET", async_path.into(), Some(KEY), String::new(), 405, "METHOD_NOT_ALLOWED"),
+        ("PUT", format!("/async_request/{existing}"), Some(KEY), String::new(), 405, "METHOD_NOT_ALLOWED"),
+        ("POST", async_path.into(), None, json!({"model_input": 1}).to_string(), 401, "UNAUTHORIZED"),
+        ("POST", async_path.into(), Some("wrong-key"), json!({"model_input": 1}).to_string(), 401, "UNAUTHORIZED"),
+        ("POST", async_path.into(), Some(NARROW_KEY), json!({"model_input": 1}).to_string(), 403, "FORBIDDEN"),
+        ("POST", "/chains/demo-chain/production/run_remote".into(), Some(NARROW_KEY), "{}".into(), 403, "FORBIDDEN"),
+        ("DELETE", format!("/async_request/{existing}"), Some(NARROW_KEY), String::new(), 403, "FORBIDDEN"),
+        ("GET", "/async_request/not-an-id".into(), Some(KEY), String::new(), 404, "REQUEST_NOT_FOUND"),
+        ("GET", format!("/async_request/{}", "0".repeat(32)), Some(KEY), String::new(), 404, "REQUEST_NOT_FOUND"),
+    ];
+    for (method, path, key, body, status, code) in cases {
+        let a = w.send(w.request(method, &path, key, body));
+        assert_eq!(a.status.as_u16(), status, "{method} {path}: {:?}", String::from_utf8_lossy(&a.body[..a.body.len().min(300)]));
+        a.assert_error(status, code);
+    }
+    assert_eq!(w.snapshot(), before, "no refused request wrote anything");
+    assert_eq!(w.net.sent.borrow().len(), sent_before, "no refused request reached the upstream");
+}
+
+#[test]
+fn a_browser_origin_outside_the_keys_scope_is_refused_and_an_allowed_one_gets_cors_headers() {
+    let w = World::new();
+    let mut req = w.request("POST", "/models/demo/production/predict", Some(KEY), "{}");
+    req.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let a = w.send(req);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["access-control-allow-origin"], "https://app.example");
+    assert!(a.headers["access-control-expose-headers"].to_str().unwrap().contains("x-baseten-request-id"));
+    let mut req = w.request("POST", "/models/demo/production/predict", Some(OTHER_KEY), "{}");
+    req.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    w.send(req).assert_error(403, "FORBIDDEN");
+    let mut req = w.request("POST", "/models/demo/production/predict", Some(KEY), "{}");
+    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    let a = w.send(req);
+    a.assert_error(403, "FORBIDDEN");
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    let mut pre = w.request("OPTIONS", "/models/demo/production/predict", None, "");
+    pre.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let a = w.send(pre);
+    assert_eq!(a.status, 204);
+    assert_eq!(a.headers["access-control-allow-origin"], "https://app.example");
+    assert!(a.headers["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+}
+
+#[test]
+fn a_bad_configuration_document_answers_500_naming_the_field() {
+    let err = edge_predict::engine::Config::parse(r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}]}"#, &|_| None)
+        .unwrap_err();
+    let response = err.to_response();
+    assert_eq!(response.status(), 500);
+    let body: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(body["code"], "GATEWAY_MISCONFIGURED");
+    assert!(body["message"].as_str().unwrap().contains("keys[0].sha256"), "{body}");
+}

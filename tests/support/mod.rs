@@ -1,0 +1,396 @@
+//! A world for scenario tests: the engine with an in-memory store, a hand-advanced clock, and
+//! a fake network holding an in-memory Baseten (faithful to its published async API: status
+//! records carry no output, results come by signed webhook) and a caller's webhook receiver.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use edge_predict::engine::{Body, Config, Ctx, Engine, HttpClient, MemoryStore, Store, Timestamp, TransportError};
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const KEY: &str = "test-key";
+pub const OTHER_KEY: &str = "other-key";
+pub const NARROW_KEY: &str = "narrow-key";
+pub const INBOUND_SECRET: &str = "inbound-secret";
+pub const OLD_INBOUND_SECRET: &str = "old-inbound-secret";
+pub const OUTBOUND_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const UPSTREAM_KEY: &str = "upstream-secret-key";
+pub const T0: u64 = 1_800_000_000_000;
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+pub fn config_doc() -> Value {
+    json!({
+        "public_base_url": "https://gw.example",
+        "keys": [
+            {"id": "main", "sha256": sha256_hex(KEY), "models": ["*"], "chains": ["*"], "origins": ["https://app.example"]},
+            {"id": "other", "sha256": sha256_hex(OTHER_KEY), "models": ["*"], "chains": ["*"]},
+            {"id": "narrow", "sha256": sha256_hex(NARROW_KEY), "models": ["demo"], "operations": ["predict", "status"]}
+        ],
+        "models": {
+            "demo": {"upstream": "https://upstream.test/models/demo", "api_key_secret_name": "UPSTREAM_KEY", "price_per_second": 0.5}
+        },
+        "chains": {
+            "demo-chain": {"upstream": "https://upstream.test/chains/demo-chain", "api_key_secret_name": "UPSTREAM_KEY"}
+        },
+        "webhooks": {
+            "inbound_secret_names": ["INBOUND", "OLD_INBOUND"],
+            "outbound_secret_name": "OUTBOUND",
+            "delivery": {"max_attempts": 5, "initial_delay_seconds": 10, "max_delay_seconds": 600}
+        }
+    })
+}
+
+pub fn parse_config(doc: &Value) -> Config {
+    Config::parse(&doc.to_string(), &|name| {
+        Some(match name {
+            "UPSTREAM_KEY" => UPSTREAM_KEY,
+            "INBOUND" => INBOUND_SECRET,
+            "OLD_INBOUND" => OLD_INBOUND_SECRET,
+            "OUTBOUND" => OUTBOUND_SECRET,
+            _ => return None,
+        }
+        .to_owned())
+    })
+    .unwrap()
+}
+
+/// An async job as the fake Baseten holds it.
+#[derive(Debug, Clone)]
+pub struct UpJob {
+    pub id: String,
+    pub path_prefix: String,
+    pub status: &'static str,
+    pub body: Value,
+    pub status_at: Timestamp,
+}
+
+/// What the caller's webhook receiver does with each delivery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Receiver {
+    Ok,
+    FailFirst(usize),
+    AlwaysStatus(u16),
+    Unreachable,
+}
+
+#[derive(Default)]
+pub struct Net {
+    pub upstream_down: Cell<Option<TransportError>>,
+    pub jobs: RefCell<BTreeMap<String, UpJob>>,
+    pub next_up_id: Cell<u64>,
+    /// Every request the gateway sent, in order.
+    pub sent: RefCell<Vec<Request<Bytes>>>,
+    pub receiver: Cell<Option<Receiver>>,
+    pub deliveries: RefCell<Vec<Request<Bytes>>>,
+    /// Store the gateway uses, to check what is durable at the moment of an upstream call.
+    pub store: RefCell<Option<MemoryStore>>,
+    pub on_submit_store_keys: RefCell<Vec<Vec<String>>>,
+    pub now: Cell<u64>,
+}
+
+impl Net {
+    fn upstream(&self, req: &Request<Bytes>) -> Response<Bytes> {
+        let path = req.uri().path().to_owned();
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if auth != format!("Api-Key {UPSTREAM_KEY}") {
+            return resp(401, json!({"error": "invalid api key"}));
+        }
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let prefix = format!("/{}/{}", segs[0], segs[1]);
+        if !matches!(prefix.as_str(), "/models/demo" | "/chains/demo-chain") {
+            return resp(404, json!({"error": "model not found"}));
+        }
+        let rest = &segs[2..];
+        let now = Timestamp::from_millis(self.now.get());
+        match (req.method().clone(), rest) {
+            (Method::POST, [.., "predict" | "run_remote"]) => {
+                let input: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+                if let Some(code) = input["fail_status"].as_u64() {
+                    return resp(code as u16, json!({"error": "demo model failure"}));
+                }
+                let mut r = Response::new(req.body().clone());
+                r.headers_mut().insert("content-type", req.headers().get("content-type").cloned().unwrap_or("application/json".parse().unwrap()));
+                r.headers_mut().insert("x-baseten-request-id", "up-sync-1".parse().unwrap());
+                r.headers_mut().insert("x-internal-trace", "do-not-forward".parse().unwrap());
+                r
+            }
+            (Method::POST, [.., "async_predict" | "async_run_remote"]) => {
+                if let Some(store) = &*self.store.borrow() {
+                    self.on_submit_store_keys.borrow_mut().push(store.snapshot().keys().cloned().collect());
+                }
+                let n = self.next_up_id.get() + 1;
+                self.next_up_id.set(n);
+                let id = format!("{n:032x}");
+                let body: Value = serde_json::from_slice(req.body()).unwrap();
+                self.jobs.borrow_mut().insert(id.clone(), UpJob { id: id.clone(), path_prefix: prefix, status: "QUEUED", body, status_at: now });
+                resp(201, json!({"request_id": id}))
+            }
+            (Method::GET, ["async_request", id]) => match self.jobs.borrow().get(*id) {
+                Some(j) => resp(200, json!({
+                    "request_id": j.id, "model_id": segs[1], "deployment_id": "dep-1", "status": j.status,
+                    "webhook_status": "PENDING", "created_at": now.rfc3339(), "status_at": j.status_at.rfc3339(),
+                    "errors": if j.status == "FAILED" { json!([{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]) } else { json!([]) }
+                })),
+                None => resp(404, json!({"error": "not found"})),
+            },
+            (Method::DELETE, ["async_request", id]) => {
+                let mut jobs = self.jobs.borrow_mut();
+                match jobs.get_mut(*id) {
+                    Some(j) if j.status == "QUEUED" => {
+                        j.status = "CANCELED";
+                        resp(200, json!({"request_id": id, "canceled": true, "message": "canceled"}))
+                    }
+                    Some(j) => resp(200, json!({"request_id": id, "canceled": false, "message": format!("request is {}", j.status)})),
+                    None => resp(404, json!({"error": "not found"})),
+                }
+            }
+            (Method::GET, [.., "async_queue_status"]) => {
+                let jobs = self.jobs.borrow();
+                let count = |s| jobs.values().filter(|j| j.status == s).count();
+                resp(200, json!({"model_id": "upstream-model-id", "deployment_id": "dep-1",
+                    "num_queued_requests": count("QUEUED"), "num_in_progress_requests": count("IN_PROGRESS")}))
+            }
+            (Method::POST, [.., "wake"]) => {
+                let mut r = Response::new(Bytes::new());
+                *r.status_mut() = StatusCode::ACCEPTED;
+                r
+            }
+            _ => resp(404, json!({"error": "no such route"})),
+        }
+    }
+
+    fn receive(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        self.deliveries.borrow_mut().push(req.clone());
+        let n = self.deliveries.borrow().len();
+        match self.receiver.get().unwrap_or(Receiver::Ok) {
+            Receiver::Ok => Ok(resp(200, json!({}))),
+            Receiver::FailFirst(k) if n <= k => Ok(resp(500, json!({}))),
+            Receiver::FailFirst(_) => Ok(resp(204, json!({}))),
+            Receiver::AlwaysStatus(code) => Ok(resp(code, json!({}))),
+            Receiver::Unreachable => Err(TransportError::Timeout),
+        }
+    }
+}
+
+pub fn resp(status: u16, body: Value) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+impl HttpClient for Net {
+    type Body = Bytes;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        self.sent.borrow_mut().push(request.clone());
+        match request.uri().host() {
+            Some("upstream.test") => match self.upstream_down.take() {
+                Some(e) => {
+                    self.upstream_down.set(Some(e.clone()));
+                    Err(e)
+                }
+                None => Ok(self.upstream(&request)),
+            },
+            Some("hooks.example.com") => self.receive(&request),
+            other => Err(TransportError::Connect(format!("no route to {other:?}"))),
+        }
+    }
+
+    async fn read(&self, body: Bytes, limit: usize) -> Result<Bytes, TransportError> {
+        if body.len() > limit {
+            return Err(TransportError::Body("too large".into()));
+        }
+        Ok(body)
+    }
+}
+
+/// One call's answer, as a client sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A platform error: 4xx/5xx with `code` and `message` (and Baseten's mirrors).
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        let b = self.json();
+        assert_eq!(b["code"], code, "{b}");
+        assert_eq!(b["error_code"], code, "{b}");
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
+        assert_eq!(b["error"], b["message"]);
+    }
+}
+
+pub struct World {
+    pub config: Config,
+    pub store: MemoryStore,
+    pub net: Net,
+    pub now: Cell<u64>,
+    pub entropy: Cell<u128>,
+    pub wake_at: Cell<Option<Timestamp>>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_config(config_doc())
+    }
+
+    pub fn with_config(doc: Value) -> Self {
+        let world = Self {
+            config: parse_config(&doc),
+            store: MemoryStore::new(),
+            net: Net::default(),
+            now: Cell::new(T0),
+            entropy: Cell::new(0x1000),
+            wake_at: Cell::new(None),
+        };
+        world.net.now.set(T0);
+        *world.net.store.borrow_mut() = Some(world.store.clone());
+        world
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.now.get())
+    }
+
+    pub fn advance_ms(&self, ms: u64) {
+        self.now.set(self.now.get() + ms);
+        self.net.now.set(self.now.get());
+    }
+
+    pub fn engine(&self) -> Engine<'_, MemoryStore, Net> {
+        Engine::new(&self.config, &self.store, &self.net)
+    }
+
+    pub fn request(&self, method: &str, path: &str, key: Option<&str>, body: impl Into<Bytes>) -> Request<Bytes> {
+        let mut b = Request::builder().method(method).uri(path).header("host", "gw.example");
+        if let Some(key) = key {
+            b = b.header("authorization", format!("Bearer {key}"));
+        }
+        b.body(body.into()).unwrap()
+    }
+
+    pub fn send(&self, request: Request<Bytes>) -> Answer {
+        let e = self.entropy.get() + 1;
+        self.entropy.set(e);
+        let ctx = Ctx { now: self.now(), entropy: e.to_be_bytes() };
+        let outcome = pollster::block_on(self.engine().handle(request, ctx));
+        if let Some(at) = outcome.wake_at {
+            self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));
+        }
+        let (parts, body) = outcome.response.into_parts();
+        let body = match body {
+            Body::Full(b) | Body::Upstream(b) => b,
+        };
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Value) -> Answer {
+        let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+        self.send(self.request(method, path, Some(KEY), body))
+    }
+
+    /// Submits to `demo` production and returns the request id.
+    pub fn submit(&self, body: Value) -> String {
+        let a = self.call("POST", "/models/demo/production/async_predict", body);
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        a.json()["request_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn status(&self, id: &str) -> Value {
+        let a = self.call("GET", &format!("/async_request/{id}"), Value::Null);
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        a.json()
+    }
+
+    pub fn sweep(&self) -> edge_predict::engine::SweepReport {
+        pollster::block_on(self.engine().sweep(self.now()))
+    }
+
+    /// Runs sweeps, advancing the clock to each wake-up, until `done` or `max_ms` pass.
+    pub fn run_until(&self, max_ms: u64, done: impl Fn(&World) -> bool) {
+        let end = self.now.get() + max_ms;
+        loop {
+            let report = self.sweep();
+            if done(self) {
+                return;
+            }
+            let next = report.wake_at.map_or(end, |w| w.millis().max(self.now.get() + 1));
+            assert!(next <= end && self.now.get() < end, "not done within {max_ms} ms (wake at {:?})", report.wake_at);
+            self.advance_ms(next - self.now.get());
+        }
+    }
+
+    /// The upstream's job for our job `id` (found through the inbox URL it was given).
+    pub fn upstream_job(&self, id: &str) -> UpJob {
+        let inbox = format!("https://gw.example/webhooks/baseten/{id}");
+        self.net.jobs.borrow().values().find(|j| j.body["webhook_endpoint"] == inbox.as_str()).cloned().expect("no upstream job")
+    }
+
+    pub fn set_upstream_status(&self, id: &str, status: &'static str) {
+        let up = self.upstream_job(id);
+        let mut jobs = self.net.jobs.borrow_mut();
+        let j = jobs.get_mut(&up.id).unwrap();
+        j.status = status;
+        j.status_at = self.now();
+    }
+
+    /// The upstream's webhook delivery to our inbox, signed with `secret`.
+    pub fn inbox_delivery(&self, id: &str, data: Value, errors: Value, secret: &str) -> Request<Bytes> {
+        let up = self.upstream_job(id);
+        let payload = json!({
+            "request_id": up.id, "model_id": "upstream-model", "deployment_id": "dep-1",
+            "type": "async_request_completed", "time": self.now().rfc3339(), "data": data, "errors": errors,
+        });
+        let body = payload.to_string();
+        Request::builder()
+            .method("POST")
+            .uri(up.body["webhook_endpoint"].as_str().unwrap())
+            .header("content-type", "application/json")
+            .header("x-baseten-request-id", up.id.as_str())
+            .header("x-baseten-signature", format!("v1={}", hmac_hex(secret, body.as_bytes())))
+            .body(Bytes::from(body))
+            .unwrap()
+    }
+
+    /// The upstream runs the job and delivers its result to the inbox.
+    pub fn complete(&self, id: &str, output: Value) -> Answer {
+        self.set_upstream_status(id, "SUCCEEDED");
+        self.send(self.inbox_delivery(id, output, json!([]), INBOUND_SECRET))
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.store.snapshot()
+    }
+
+    pub fn async_submissions(&self) -> usize {
+        self.net.sent.borrow().iter().filter(|r| r.uri().path().ends_with("async_predict")).count()
+    }
+
+    pub fn store_get(&self, key: &str) -> Option<Vec<u8>> {
+        pollster::block_on(self.store.get(key)).unwrap()
+    }
+}

@@ -1,0 +1,44 @@
+//! The demo model every model and chain runs.
+//!
+//! Its output is its input, unchanged. If the input is an object with a
+//! numeric `sleep_ms`, it first sleeps that many milliseconds; if it has a
+//! numeric `fail_status` (an HTTP status 400..=599), it then answers that
+//! status with the body `{"error": "demo model failure"}` instead.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// A non-2xx answer of the model: its HTTP status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Runs the demo model on `input`.
+pub async fn run(input: &Value) -> Result<Value, Failure> {
+    if let Some(ms) = input.get("sleep_ms").and_then(Value::as_f64) {
+        if ms > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(ms.min(86_400_000.0) / 1000.0)).await;
+        }
+    }
+    if let Some(status) = input.get("fail_status").filter(|v| v.is_number()) {
+        return Err(match status.as_u64().filter(|s| (400..=599).contains(s)) {
+            Some(status) => Failure {
+                status: u16::try_from(status).expect("checked to be within 400..=599"),
+                body: json!({"error": "demo model failure"}),
+            },
+            None => Failure {
+                status: 400,
+                body: json!({"error": "fail_status must be an integer HTTP error status (400-599)"}),
+            },
+        });
+    }
+    Ok(input.clone())
+}
+
+/// Whether a failed attempt is retried by the async queue.
+pub fn is_retryable(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
