@@ -16,7 +16,8 @@ use support::*;
 #[test]
 fn predict_returns_the_models_raw_output_status_and_headers() {
     let w = World::new();
-    let mut req = w.request("POST", "/models/demo/production/predict", Some(KEY), Bytes::from_static(b"{\"prompt\":\"hi\"}"));
+    let mut req =
+        w.request("POST", "/models/demo/production/predict", Some(KEY), Bytes::from_static(b"{\"prompt\":\"hi\"}"));
     req.headers_mut().insert("content-type", "application/json".parse().unwrap());
     let a = w.send(req);
     assert_eq!(a.status, 200);
@@ -41,8 +42,16 @@ fn predict_and_run_remote_reach_every_target_in_both_address_forms() {
         for (path, host, expect) in [
             (format!("/models/demo/{target}/predict"), "gw.example", format!("/models/demo/{upstream_target}/predict")),
             (format!("/{target}/predict"), "model-demo.gw.example", format!("/models/demo/{upstream_target}/predict")),
-            (format!("/chains/demo-chain/{target}/run_remote"), "gw.example", format!("/chains/demo-chain/{upstream_target}/run_remote")),
-            (format!("/{target}/run_remote"), "chain-demo-chain.gw.example", format!("/chains/demo-chain/{upstream_target}/run_remote")),
+            (
+                format!("/chains/demo-chain/{target}/run_remote"),
+                "gw.example",
+                format!("/chains/demo-chain/{upstream_target}/run_remote"),
+            ),
+            (
+                format!("/{target}/run_remote"),
+                "chain-demo-chain.gw.example",
+                format!("/chains/demo-chain/{upstream_target}/run_remote"),
+            ),
         ] {
             let mut req = w.request("POST", &path, Some(KEY), Bytes::from_static(b"[1,2]"));
             req.headers_mut().insert("host", host.parse().unwrap());
@@ -87,12 +96,18 @@ fn submit_writes_the_record_before_calling_the_upstream_and_answers_201() {
     assert_eq!(a.json().as_object().unwrap().len(), 1, "Baseten's body: request_id only");
 
     let keys_at_submit = w.net.on_submit_store_keys.borrow();
-    assert!(keys_at_submit[0].contains(&format!("job/{id}")), "record durable before the upstream call: {keys_at_submit:?}");
+    assert!(
+        keys_at_submit[0].contains(&format!("job/{id}")),
+        "record durable before the upstream call: {keys_at_submit:?}"
+    );
     let up = w.upstream_job(&id);
     assert_eq!(up.body["webhook_endpoint"], format!("https://gw.example/webhooks/baseten/{id}"));
     assert_eq!(up.body["model_input"], json!({"x": 1}));
     assert_eq!(up.body["priority"], 1);
-    assert_eq!(up.body["inference_retry_config"], json!({"max_attempts": 3, "initial_delay_ms": 1000, "max_delay_ms": 5000}));
+    assert_eq!(
+        up.body["inference_retry_config"],
+        json!({"max_attempts": 3, "initial_delay_ms": 1000, "max_delay_ms": 5000})
+    );
 
     let s = w.status(&id);
     assert_eq!(s["status"], "QUEUED");
@@ -166,7 +181,8 @@ fn the_sweep_reconciles_jobs_nobody_polls() {
 #[test]
 fn an_upstream_refusal_fails_the_job_with_basetens_error_code() {
     let mut doc = config_doc();
-    doc["models"]["ghost"] = json!({"upstream": "https://upstream.test/nowhere/ghost", "api_key_secret_name": "UPSTREAM_KEY"});
+    doc["models"]["ghost"] =
+        json!({"upstream": "https://upstream.test/nowhere/ghost", "api_key_secret_name": "UPSTREAM_KEY"});
     let w = World::with_config(doc);
     // Configured on the gateway, unknown upstream: Baseten answers 404.
     let a = w.call("POST", "/models/ghost/production/async_predict", json!({"model_input": 1}));
@@ -201,7 +217,8 @@ fn a_crash_after_the_upstream_accepted_still_matches_the_result() {
     let w = World::new();
     // Writes: idempotency record, index, job. The fourth (recording the upstream id) fails.
     w.store.fail_writes_after(3);
-    let mut req = w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
+    let mut req =
+        w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
     req.headers_mut().insert("idempotency-key", "order-1".parse().unwrap());
     let first = w.send(req.clone());
     first.assert_error(503, "STORE_UNAVAILABLE");
@@ -222,8 +239,14 @@ fn a_restart_on_the_same_store_keeps_every_accepted_job() {
     let w = World::new();
     let ids: Vec<String> = (0..3).map(|i| w.submit(json!({"model_input": i}))).collect();
     // A new engine over the same store: what a restarted Worker or Spin instance sees.
-    let restarted = World { config: parse_config(&config_doc()), store: w.store.clone(), net: Default::default(),
-        now: w.now.clone(), entropy: std::cell::Cell::new(99), wake_at: Default::default() };
+    let restarted = World {
+        config: parse_config(&config_doc()),
+        store: w.store.clone(),
+        net: Default::default(),
+        now: w.now.clone(),
+        entropy: std::cell::Cell::new(99),
+        wake_at: Default::default(),
+    };
     for id in &ids {
         let a = restarted.call("GET", &format!("/async_request/{id}"), Value::Null);
         assert_eq!(a.status, 200);
@@ -413,7 +436,8 @@ fn the_inbox_rejects_unsigned_wrongly_signed_tampered_and_stale_deliveries_and_s
 fn an_upstream_failure_delivered_to_the_inbox_fails_the_job() {
     let w = World::new();
     let id = w.submit(json!({"model_input": 1}));
-    let d = w.inbox_delivery(&id, Value::Null, json!([{"code": "MODEL_PREDICT_ERROR", "message": "OOM"}]), INBOUND_SECRET);
+    let d =
+        w.inbox_delivery(&id, Value::Null, json!([{"code": "MODEL_PREDICT_ERROR", "message": "OOM"}]), INBOUND_SECRET);
     assert_eq!(w.send(d).status, 200);
     let s = w.status(&id);
     assert_eq!(s["status"], "FAILED");
@@ -519,7 +543,9 @@ fn a_redirect_counts_as_a_failed_delivery() {
 #[test]
 fn a_job_still_queued_after_its_time_in_queue_reads_as_expired_and_is_reported() {
     let w = World::new();
-    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 10, "webhook_endpoint": "https://hooks.example.com/x"}));
+    let id = w.submit(
+        json!({"model_input": 1, "max_time_in_queue_seconds": 10, "webhook_endpoint": "https://hooks.example.com/x"}),
+    );
     w.advance_ms(9_999);
     assert_eq!(w.status(&id)["status"], "QUEUED");
     w.advance_ms(1);
@@ -547,7 +573,8 @@ fn results_are_kept_for_the_retention_and_then_gone() {
     let mut doc = config_doc();
     doc["retention_seconds"] = json!(3600);
     let w = World::with_config(doc);
-    let mut req = w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
+    let mut req =
+        w.request("POST", "/models/demo/production/async_predict", Some(KEY), json!({"model_input": 1}).to_string());
     req.headers_mut().insert("idempotency-key", "k".parse().unwrap());
     let id = w.send(req).json()["request_id"].as_str().unwrap().to_owned();
     w.complete(&id, json!("result"));
@@ -570,16 +597,52 @@ fn every_bad_request_gets_its_4xx_with_code_and_message_and_changes_nothing() {
     let sent_before = w.net.sent.borrow().len();
     let big = format!("{{\"model_input\":\"{}\"}}", "a".repeat(256 * 1024));
     let async_path = "/models/demo/production/async_predict";
-    let cases: Vec<(&str, String, Option<&str>, String, u16, &str)> = vec![
+    type Case<'a> = (&'a str, String, Option<&'a str>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", async_path.into(), Some(KEY), "{not json".into(), 400, "MALFORMED_JSON"),
         ("POST", async_path.into(), Some(KEY), "[]".into(), 400, "MALFORMED_JSON"),
         ("POST", async_path.into(), Some(KEY), "{}".into(), 400, "INVALID_ARGUMENT"),
-        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "priority": 3}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "max_time_in_queue_seconds": 5}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}}).to_string(), 400, "INVALID_ARGUMENT"),
-        ("POST", async_path.into(), Some(KEY), json!({"model_input": 1, "webhook_endpoint": "http://10.0.0.1/x"}).to_string(), 400, "INVALID_ARGUMENT"),
+        (
+            "POST",
+            async_path.into(),
+            Some(KEY),
+            json!({"model_input": 1, "priority": 3}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            async_path.into(),
+            Some(KEY),
+            json!({"model_input": 1, "max_time_in_queue_seconds": 5}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            async_path.into(),
+            Some(KEY),
+            json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            async_path.into(),
+            Some(KEY),
+            json!({"model_input": 1, "webhook_endpoint": "http://10.0.0.1/x"}).to_string(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
         ("POST", async_path.into(), Some(KEY), big, 413, "PAYLOAD_TOO_LARGE"),
-        ("POST", "/models/nope/production/async_predict".into(), Some(KEY), json!({"model_input": 1}).to_string(), 404, "MODEL_DOES_NOT_EXIST"),
+        (
+            "POST",
+            "/models/nope/production/async_predict".into(),
+            Some(KEY),
+            json!({"model_input": 1}).to_string(),
+            404,
+            "MODEL_DOES_NOT_EXIST",
+        ),
         ("POST", "/models/nope/production/predict".into(), Some(KEY), "{}".into(), 404, "MODEL_DOES_NOT_EXIST"),
         ("POST", "/models/demo/production/nonsense".into(), Some(KEY), "{}".into(), 404, "NOT_FOUND"),
         ("GET", "/".into(), Some(KEY), String::new(), 404, "NOT_FOUND"),
@@ -595,7 +658,12 @@ fn every_bad_request_gets_its_4xx_with_code_and_message_and_changes_nothing() {
     ];
     for (method, path, key, body, status, code) in cases {
         let a = w.send(w.request(method, &path, key, body));
-        assert_eq!(a.status.as_u16(), status, "{method} {path}: {:?}", String::from_utf8_lossy(&a.body[..a.body.len().min(300)]));
+        assert_eq!(
+            a.status.as_u16(),
+            status,
+            "{method} {path}: {:?}",
+            String::from_utf8_lossy(&a.body[..a.body.len().min(300)])
+        );
         a.assert_error(status, code);
     }
     assert_eq!(w.snapshot(), before, "no refused request wrote anything");
@@ -629,8 +697,11 @@ fn a_browser_origin_outside_the_keys_scope_is_refused_and_an_allowed_one_gets_co
 
 #[test]
 fn a_bad_configuration_document_answers_500_naming_the_field() {
-    let err = edge_predict::engine::Config::parse(r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}]}"#, &|_| None)
-        .unwrap_err();
+    let err = edge_predict::engine::Config::parse(
+        r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}]}"#,
+        &|_| None,
+    )
+    .unwrap_err();
     let response = err.to_response();
     assert_eq!(response.status(), 500);
     let body: Value = serde_json::from_slice(response.body()).unwrap();

@@ -75,10 +75,7 @@ mod tests {
         let t = Timestamp::from_millis(1_614_265_330_123);
         assert_eq!(t.rfc3339(), "2021-02-25T15:02:10.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339()), Some(t));
-        assert_eq!(
-            Timestamp::parse_rfc3339("2021-02-25T16:02:10+01:00"),
-            Some(Timestamp::from_secs(1_614_265_330))
-        );
+        assert_eq!(Timestamp::parse_rfc3339("2021-02-25T16:02:10+01:00"), Some(Timestamp::from_secs(1_614_265_330)));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 }

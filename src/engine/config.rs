@@ -290,7 +290,10 @@ impl Config {
             .transpose()?;
         if let Some(secret) = &outbound_secret {
             if secret.starts_with("whsec_") && super::signature::standard_key(secret).is_none() {
-                return Err(config_error("webhooks.outbound_secret_name", "a whsec_ secret must be base64 after the prefix"));
+                return Err(config_error(
+                    "webhooks.outbound_secret_name",
+                    "a whsec_ secret must be base64 after the prefix",
+                ));
             }
         }
         let d = w.delivery;
@@ -327,8 +330,7 @@ impl Config {
             Subject::Model(_) => &self.models,
             Subject::Chain(_) => &self.chains,
         };
-        map.get(subject.id())
-            .ok_or_else(|| Error::UnknownSubject { kind: subject.kind(), id: subject.id().to_owned() })
+        map.get(subject.id()).ok_or_else(|| Error::UnknownSubject { kind: subject.kind(), id: subject.id().to_owned() })
     }
 
     /// Where the upstream must deliver the result of our job `request_id`.

@@ -6,7 +6,7 @@
 //! resolves to a private address is the platform's to stop (Workers and Spin both refuse
 //! private destinations for outbound fetches by default).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use url::{Host, Url};
 
@@ -59,8 +59,15 @@ fn check_ip(ip: IpAddr) -> Result<bool, Error> {
             }
             let [a, b, ..] = v4.octets();
             let shared = a == 100 && (64..128).contains(&b); // 100.64.0.0/10
-            if v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
-                || v4.is_multicast() || v4.is_documentation() || shared || a == 0 || a >= 240
+            if v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || shared
+                || a == 0
+                || a >= 240
             {
                 return refuse();
             }
@@ -76,9 +83,7 @@ fn check_ip(ip: IpAddr) -> Result<bool, Error> {
             let first = v6.segments()[0];
             let unique_local = (first & 0xfe00) == 0xfc00; // fc00::/7, includes fd00:ec2::254
             let link_local = (first & 0xffc0) == 0xfe80; // fe80::/10
-            if v6.is_unspecified() || v6.is_multicast() || unique_local || link_local
-                || v6 == Ipv6Addr::from(Ipv4Addr::UNSPECIFIED.to_ipv6_compatible())
-            {
+            if v6.is_unspecified() || v6.is_multicast() || unique_local || link_local {
                 return refuse();
             }
             Ok(false)
@@ -92,15 +97,24 @@ mod tests {
 
     #[test]
     fn public_https_endpoints_pass() {
-        for ok in ["https://hooks.example.com/baseten", "https://8.8.8.8/x", "https://[2606:4700::1111]/x",
-            "https://example.com:8443/a?b=c"] {
+        for ok in [
+            "https://hooks.example.com/baseten",
+            "https://8.8.8.8/x",
+            "https://[2606:4700::1111]/x",
+            "https://example.com:8443/a?b=c",
+        ] {
             assert!(validate(ok, false).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn loopback_only_in_dev_mode_and_http_only_there() {
-        for url in ["http://127.0.0.1:9000/hook", "http://localhost:9000/hook", "https://[::1]/hook", "http://[::ffff:127.0.0.1]/x"] {
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost:9000/hook",
+            "https://[::1]/hook",
+            "http://[::ffff:127.0.0.1]/x",
+        ] {
             assert!(validate(url, false).is_err(), "{url} outside dev mode");
             assert!(validate(url, true).is_ok(), "{url} in dev mode");
         }
@@ -110,10 +124,23 @@ mod tests {
     #[test]
     fn private_link_local_metadata_and_odd_urls_are_refused() {
         let refused = [
-            "https://10.0.0.1/x", "https://172.16.5.4/x", "https://192.168.1.1/x", "https://169.254.169.254/latest",
-            "https://100.64.0.1/x", "https://0.0.0.0/x", "https://[fd00:ec2::254]/x", "https://[fe80::1]/x",
-            "https://[::ffff:10.0.0.1]/x", "https://[::]/x", "https://metadata.google.internal/x", "https://printer.local/x",
-            "https://intranet/x", "https://user:pw@example.com/x", "ftp://example.com/x", "not a url", "/relative",
+            "https://10.0.0.1/x",
+            "https://172.16.5.4/x",
+            "https://192.168.1.1/x",
+            "https://169.254.169.254/latest",
+            "https://100.64.0.1/x",
+            "https://0.0.0.0/x",
+            "https://[fd00:ec2::254]/x",
+            "https://[fe80::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://[::]/x",
+            "https://metadata.google.internal/x",
+            "https://printer.local/x",
+            "https://intranet/x",
+            "https://user:pw@example.com/x",
+            "ftp://example.com/x",
+            "not a url",
+            "/relative",
             "https://255.255.255.255/x",
         ];
         for url in refused {

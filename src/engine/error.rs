@@ -90,21 +90,14 @@ impl Error {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout | Self::Store(_)
-        )
+        matches!(self, Self::UpstreamUnreachable { .. } | Self::UpstreamTimeout | Self::Store(_))
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound { .. } | Self::UnknownSubject { .. } | Self::RequestNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::NotFound { .. } | Self::UnknownSubject { .. } | Self::RequestNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized { .. } | Self::BadSignature { .. } | Self::StaleWebhook => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Unauthorized { .. } | Self::BadSignature { .. } | Self::StaleWebhook => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::InvalidField { .. } | Self::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -215,9 +208,7 @@ pub(crate) fn error_body(code: &str, message: &str) -> serde_json::Value {
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
     let mut response = Response::new(Bytes::from(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -14,7 +14,12 @@ use super::signature::baseten_verify;
 use super::{full, header_str, Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    pub(crate) async fn inbox(&self, id: &str, request: &Request<Bytes>, now: Timestamp) -> Result<Outcome<H::Body>, Error> {
+    pub(crate) async fn inbox(
+        &self,
+        id: &str,
+        request: &Request<Bytes>,
+        now: Timestamp,
+    ) -> Result<Outcome<H::Body>, Error> {
         let secrets = &self.config.webhooks.inbound_secrets;
         let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
         if secrets.is_empty() {
@@ -35,10 +40,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if sent_at.max(now).millis_since(sent_at.min(now)) > tolerance_ms {
             return Err(Error::StaleWebhook);
         }
-        let upstream_id = payload["request_id"]
-            .as_str()
-            .ok_or_else(|| Error::invalid("request_id", "is required"))?
-            .to_owned();
+        let upstream_id =
+            payload["request_id"].as_str().ok_or_else(|| Error::invalid("request_id", "is required"))?.to_owned();
         let (job, ()) = self.update(id, |job| apply_result(job, &upstream_id, &payload, now)).await?;
         let body = json!({ "request_id": job.id, "status": job.status.as_str() });
         Ok(Outcome {
@@ -60,7 +63,11 @@ fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestam
         Upstream::Submitted { upstream_id: known @ None, .. } => *known = Some(upstream_id.to_owned()),
         // Submitted, but the crash came before the record said so: adopt the upstream's id.
         Upstream::Pending { attempts, .. } | Upstream::Abandoned { attempts } => {
-            job.upstream = Upstream::Submitted { upstream_id: Some(upstream_id.to_owned()), attempts: (*attempts).max(1), checked_at: now };
+            job.upstream = Upstream::Submitted {
+                upstream_id: Some(upstream_id.to_owned()),
+                attempts: (*attempts).max(1),
+                checked_at: now,
+            };
         }
         Upstream::Submitted { .. } => {}
     }

@@ -422,8 +422,14 @@ mod tests {
     #[test]
     fn only_documented_moves_are_legal() {
         let legal = [
-            (Queued, InProgress), (Queued, Succeeded), (Queued, Failed), (Queued, Expired), (Queued, Canceled),
-            (InProgress, Succeeded), (InProgress, Failed), (Succeeded, WebhookFailed),
+            (Queued, InProgress),
+            (Queued, Succeeded),
+            (Queued, Failed),
+            (Queued, Expired),
+            (Queued, Canceled),
+            (InProgress, Succeeded),
+            (InProgress, Failed),
+            (Succeeded, WebhookFailed),
         ];
         for from in ALL {
             for to in ALL {

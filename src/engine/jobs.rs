@@ -190,7 +190,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             Ok(u) => u,
             Err(e) => {
                 let message = e.message();
-                return self.update(id, |j| fail(j, now, attempts, JobError::new(codes::MODEL_DOES_NOT_EXIST, message))).await.map(|(j, ())| j);
+                return self
+                    .update(id, |j| fail(j, now, attempts, JobError::new(codes::MODEL_DOES_NOT_EXIST, message)))
+                    .await
+                    .map(|(j, ())| j);
             }
         };
         let remaining = job.queue_deadline().millis_since(now) / 1000;
@@ -219,13 +222,15 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                             400 | 413 | 422 => codes::MODEL_INVALID_INPUT,
                             _ => codes::INTERNAL_SERVER_ERROR,
                         };
-                        let message = upstream_message(&body).unwrap_or_else(|| format!("upstream refused the request with {status}"));
+                        let message = upstream_message(&body)
+                            .unwrap_or_else(|| format!("upstream refused the request with {status}"));
                         fail(j, now, attempts, JobError::new(code, message))
                     }
                     // 5xx, 408, 429 or no answer: keep it pending and try again later.
                     Ok(_) | Err(_) => {
                         let backoff = (1000u64 << attempts.min(16).saturating_sub(1)).min(SUBMIT_RETRY_CAP_MS);
-                        j.upstream = Upstream::Pending { input: input.clone(), attempts, next_at: now.plus_millis(backoff) };
+                        j.upstream =
+                            Upstream::Pending { input: input.clone(), attempts, next_at: now.plus_millis(backoff) };
                         Ok(())
                     }
                 }
@@ -270,7 +275,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let mut request = request.map(|_| Bytes::new());
         request.headers_mut().remove(http::header::CONTENT_TYPE);
         let Ok((status, body)) = self.call(request).await else { return Ok((job, changed)) };
-        let record: Value = if status.is_success() { serde_json::from_slice(&body).unwrap_or(Value::Null) } else { Value::Null };
+        let record: Value =
+            if status.is_success() { serde_json::from_slice(&body).unwrap_or(Value::Null) } else { Value::Null };
         let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
         Ok((job, true))
     }
@@ -298,7 +304,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         match (&job.status, &job.upstream) {
             (s, _) if s.is_terminal() => Ok(answer(false, format!("request is already {}", s.as_str()), &job)),
             (Status::InProgress, _) => {
-                let (job, ()) = self.update(id, |j| Ok(j.cancel_requested = true)).await?;
+                let (job, ()) = self.update(id, request_cancel).await?;
                 Ok(answer(false, in_progress_message.to_owned(), &job))
             }
             (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
@@ -308,24 +314,33 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             }
             (_, Upstream::Submitted { upstream_id, .. }) => {
                 let Some(upstream_id) = upstream_id else {
-                    let (job, ()) = self.update(id, |j| Ok(j.cancel_requested = true)).await?;
-                    return Ok(answer(false, "the upstream has not confirmed this request yet; cancel was recorded".to_owned(), &job));
+                    let (job, ()) = self.update(id, request_cancel).await?;
+                    return Ok(answer(
+                        false,
+                        "the upstream has not confirmed this request yet; cancel was recorded".to_owned(),
+                        &job,
+                    ));
                 };
                 let upstream = self.config.upstream(&job.subject)?;
-                let mut request = json_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), &Value::Null);
+                let mut request =
+                    json_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), &Value::Null);
                 *request.body_mut() = Bytes::new();
                 request.headers_mut().remove(http::header::CONTENT_TYPE);
                 let (status, body) = self.call(request).await?;
                 let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if status.is_success() && reply["canceled"] == true {
                     let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
-                    return Ok(answer(job.status == Status::Canceled, "request canceled before it ran".to_owned(), &job));
+                    return Ok(answer(
+                        job.status == Status::Canceled,
+                        "request canceled before it ran".to_owned(),
+                        &job,
+                    ));
                 }
                 if !status.is_success() && status != StatusCode::NOT_FOUND {
                     return Err(Error::UpstreamProtocol { message: format!("cancel answered {status}") });
                 }
                 // The upstream already started it: record the wish, learn its state.
-                self.update(id, |j| Ok(j.cancel_requested = true)).await?;
+                self.update(id, request_cancel).await?;
                 let job = self.load_visible(id, None, now).await?;
                 let (job, _) = self.refresh(job, now, 0).await?;
                 let message = match job.status {
@@ -434,6 +449,11 @@ fn fail(job: &mut Job, now: Timestamp, attempts: u32, error: JobError) -> Result
     Ok(())
 }
 
+fn request_cancel(job: &mut Job) -> Result<(), Error> {
+    job.cancel_requested = true;
+    Ok(())
+}
+
 fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error> {
     if job.status.transition(to).is_ok() {
         job.move_to(to, now)?;
@@ -475,11 +495,9 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
     }
     let at = record["status_at"].as_str().and_then(Timestamp::parse_rfc3339).unwrap_or(now).min(now);
     match record["status"].as_str().unwrap_or_default() {
-        "IN_PROGRESS" => {
-            if job.status == Status::Queued {
-                job.move_to(Status::InProgress, now)?;
-                job.started_at = Some(at.max(job.created_at));
-            }
+        "IN_PROGRESS" if job.status == Status::Queued => {
+            job.move_to(Status::InProgress, now)?;
+            job.started_at = Some(at.max(job.created_at));
         }
         // Done upstream; the output comes with the inbox delivery, which may be in flight.
         "SUCCEEDED" => move_if_legal(job, Status::InProgress, now)?,
@@ -494,14 +512,12 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
                 job.errors = upstream_errors(&record["errors"]);
             }
         }
-        "WEBHOOK_FAILED" => {
-            if job.status.transition(Status::Failed).is_ok() {
-                job.move_to(Status::Failed, now)?;
-                job.errors.push(JobError::new(
-                    codes::INTERNAL_SERVER_ERROR,
-                    "the model finished but the upstream could not deliver its output to the gateway's inbox",
-                ));
-            }
+        "WEBHOOK_FAILED" if job.status.transition(Status::Failed).is_ok() => {
+            job.move_to(Status::Failed, now)?;
+            job.errors.push(JobError::new(
+                codes::INTERNAL_SERVER_ERROR,
+                "the model finished but the upstream could not deliver its output to the gateway's inbox",
+            ));
         }
         _ => {}
     }

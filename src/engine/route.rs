@@ -92,17 +92,37 @@ pub enum Operation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Sync `predict` / `run_remote`.
-    Predict { subject: Subject, target: Target },
+    Predict {
+        subject: Subject,
+        target: Target,
+    },
     /// `async_predict` / `async_run_remote`.
-    AsyncPredict { subject: Subject, target: Target },
-    QueueStatus { subject: Subject, target: Target },
-    Wake { subject: Subject, target: Target },
+    AsyncPredict {
+        subject: Subject,
+        target: Target,
+    },
+    QueueStatus {
+        subject: Subject,
+        target: Target,
+    },
+    Wake {
+        subject: Subject,
+        target: Target,
+    },
     /// `GET /async_request/{id}`; `subject` is `None` on the bare gateway path.
-    Status { subject: Option<Subject>, request_id: String },
+    Status {
+        subject: Option<Subject>,
+        request_id: String,
+    },
     /// `DELETE /async_request/{id}` and `POST /async_request/{id}/cancel`.
-    Cancel { subject: Option<Subject>, request_id: String },
+    Cancel {
+        subject: Option<Subject>,
+        request_id: String,
+    },
     /// `POST /webhooks/baseten/{request_id}`: the upstream delivers an async result.
-    WebhookInbox { request_id: String },
+    WebhookInbox {
+        request_id: String,
+    },
     /// `OPTIONS` on any path.
     Preflight,
 }
@@ -301,8 +321,17 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
-        for path in ["/", "/models", "/models/m1", "/models/m1/production", "/models/m1/staging/predict",
-            "/models/m1/production/nope", "/models/m1//predict", "/v1/chat", "/models/bad%20id/production/predict"] {
+        for path in [
+            "/",
+            "/models",
+            "/models/m1",
+            "/models/m1/production",
+            "/models/m1/staging/predict",
+            "/models/m1/production/nope",
+            "/models/m1//predict",
+            "/v1/chat",
+            "/models/bad%20id/production/predict",
+        ] {
             let err = parse("POST", None, path).unwrap_err();
             assert!(matches!(err, Error::NotFound { .. }), "{path}: {err:?}");
         }

@@ -44,7 +44,8 @@ impl AsyncRequest {
             return Err(Error::MalformedJson { message: "request body must be a JSON object".to_owned() });
         };
         reject_unknown(&obj, &FIELDS, "")?;
-        let model_input = obj.get("model_input").cloned().ok_or_else(|| Error::invalid("model_input", "is required"))?;
+        let model_input =
+            obj.get("model_input").cloned().ok_or_else(|| Error::invalid("model_input", "is required"))?;
         let webhook_endpoint = match obj.get("webhook_endpoint") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(endpoint::validate(s, dev_mode)?.to_string()),
@@ -61,7 +62,14 @@ impl AsyncRequest {
                 let f = |name: &str| format!("inference_retry_config.{name}");
                 RetryConfig {
                     max_attempts: int_in(r, "max_attempts", &f("max_attempts"), 1, 10, d.max_attempts)?,
-                    initial_delay_ms: int_in(r, "initial_delay_ms", &f("initial_delay_ms"), 0, 10_000, d.initial_delay_ms)?,
+                    initial_delay_ms: int_in(
+                        r,
+                        "initial_delay_ms",
+                        &f("initial_delay_ms"),
+                        0,
+                        10_000,
+                        d.initial_delay_ms,
+                    )?,
                     max_delay_ms: int_in(r, "max_delay_ms", &f("max_delay_ms"), 0, 60_000, d.max_delay_ms)?,
                 }
             }
@@ -79,7 +87,9 @@ impl AsyncRequest {
 
 fn reject_unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), Error> {
     match obj.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(Error::invalid(format!("{prefix}{k}"), format!("unknown field; expected one of {}", known.join(", ")))),
+        Some(k) => {
+            Err(Error::invalid(format!("{prefix}{k}"), format!("unknown field; expected one of {}", known.join(", "))))
+        }
         None => Ok(()),
     }
 }
@@ -125,10 +135,14 @@ mod tests {
     fn bounds_are_inclusive() {
         let r = parse(json!({"model_input": 1, "priority": 2, "max_time_in_queue_seconds": 259200,
             "inference_retry_config": {"max_attempts": 10, "initial_delay_ms": 0, "max_delay_ms": 60000},
-            "webhook_endpoint": "https://hooks.example.com/x"})).unwrap();
+            "webhook_endpoint": "https://hooks.example.com/x"}))
+        .unwrap();
         assert_eq!((r.priority, r.max_time_in_queue_seconds, r.retry.max_attempts), (2, 259_200, 10));
         assert_eq!(r.webhook_endpoint.as_deref(), Some("https://hooks.example.com/x"));
-        assert_eq!(parse(json!({"model_input": 1, "max_time_in_queue_seconds": 10})).unwrap().max_time_in_queue_seconds, 10);
+        assert_eq!(
+            parse(json!({"model_input": 1, "max_time_in_queue_seconds": 10})).unwrap().max_time_in_queue_seconds,
+            10
+        );
     }
 
     #[test]
@@ -141,10 +155,22 @@ mod tests {
             (json!({"model_input": 1, "priority": "0"}), "priority"),
             (json!({"model_input": 1, "max_time_in_queue_seconds": 9}), "max_time_in_queue_seconds"),
             (json!({"model_input": 1, "max_time_in_queue_seconds": 259201}), "max_time_in_queue_seconds"),
-            (json!({"model_input": 1, "inference_retry_config": {"max_attempts": 0}}), "inference_retry_config.max_attempts"),
-            (json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}}), "inference_retry_config.max_attempts"),
-            (json!({"model_input": 1, "inference_retry_config": {"initial_delay_ms": 10001}}), "inference_retry_config.initial_delay_ms"),
-            (json!({"model_input": 1, "inference_retry_config": {"max_delay_ms": 60001}}), "inference_retry_config.max_delay_ms"),
+            (
+                json!({"model_input": 1, "inference_retry_config": {"max_attempts": 0}}),
+                "inference_retry_config.max_attempts",
+            ),
+            (
+                json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}}),
+                "inference_retry_config.max_attempts",
+            ),
+            (
+                json!({"model_input": 1, "inference_retry_config": {"initial_delay_ms": 10001}}),
+                "inference_retry_config.initial_delay_ms",
+            ),
+            (
+                json!({"model_input": 1, "inference_retry_config": {"max_delay_ms": 60001}}),
+                "inference_retry_config.max_delay_ms",
+            ),
             (json!({"model_input": 1, "inference_retry_config": {"retries": 1}}), "inference_retry_config.retries"),
             (json!({"model_input": 1, "inference_retry_config": 3}), "inference_retry_config"),
             (json!({"model_input": 1, "webhook_endpoint": 5}), "webhook_endpoint"),

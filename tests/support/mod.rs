@@ -57,14 +57,16 @@ pub fn config_doc() -> Value {
 
 pub fn parse_config(doc: &Value) -> Config {
     Config::parse(&doc.to_string(), &|name| {
-        Some(match name {
-            "UPSTREAM_KEY" => UPSTREAM_KEY,
-            "INBOUND" => INBOUND_SECRET,
-            "OLD_INBOUND" => OLD_INBOUND_SECRET,
-            "OUTBOUND" => OUTBOUND_SECRET,
-            _ => return None,
-        }
-        .to_owned())
+        Some(
+            match name {
+                "UPSTREAM_KEY" => UPSTREAM_KEY,
+                "INBOUND" => INBOUND_SECRET,
+                "OLD_INBOUND" => OLD_INBOUND_SECRET,
+                "OUTBOUND" => OUTBOUND_SECRET,
+                _ => return None,
+            }
+            .to_owned(),
+        )
     })
     .unwrap()
 }
@@ -124,7 +126,10 @@ impl Net {
                     return resp(code as u16, json!({"error": "demo model failure"}));
                 }
                 let mut r = Response::new(req.body().clone());
-                r.headers_mut().insert("content-type", req.headers().get("content-type").cloned().unwrap_or("application/json".parse().unwrap()));
+                r.headers_mut().insert(
+                    "content-type",
+                    req.headers().get("content-type").cloned().unwrap_or("application/json".parse().unwrap()),
+                );
                 r.headers_mut().insert("x-baseten-request-id", "up-sync-1".parse().unwrap());
                 r.headers_mut().insert("x-internal-trace", "do-not-forward".parse().unwrap());
                 r
@@ -137,15 +142,21 @@ impl Net {
                 self.next_up_id.set(n);
                 let id = format!("{n:032x}");
                 let body: Value = serde_json::from_slice(req.body()).unwrap();
-                self.jobs.borrow_mut().insert(id.clone(), UpJob { id: id.clone(), path_prefix: prefix, status: "QUEUED", body, status_at: now });
+                self.jobs.borrow_mut().insert(
+                    id.clone(),
+                    UpJob { id: id.clone(), path_prefix: prefix, status: "QUEUED", body, status_at: now },
+                );
                 resp(201, json!({"request_id": id}))
             }
             (Method::GET, ["async_request", id]) => match self.jobs.borrow().get(*id) {
-                Some(j) => resp(200, json!({
-                    "request_id": j.id, "model_id": segs[1], "deployment_id": "dep-1", "status": j.status,
-                    "webhook_status": "PENDING", "created_at": now.rfc3339(), "status_at": j.status_at.rfc3339(),
-                    "errors": if j.status == "FAILED" { json!([{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]) } else { json!([]) }
-                })),
+                Some(j) => resp(
+                    200,
+                    json!({
+                        "request_id": j.id, "model_id": segs[1], "deployment_id": "dep-1", "status": j.status,
+                        "webhook_status": "PENDING", "created_at": now.rfc3339(), "status_at": j.status_at.rfc3339(),
+                        "errors": if j.status == "FAILED" { json!([{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]) } else { json!([]) }
+                    }),
+                ),
                 None => resp(404, json!({"error": "not found"})),
             },
             (Method::DELETE, ["async_request", id]) => {
@@ -155,15 +166,21 @@ impl Net {
                         j.status = "CANCELED";
                         resp(200, json!({"request_id": id, "canceled": true, "message": "canceled"}))
                     }
-                    Some(j) => resp(200, json!({"request_id": id, "canceled": false, "message": format!("request is {}", j.status)})),
+                    Some(j) => resp(
+                        200,
+                        json!({"request_id": id, "canceled": false, "message": format!("request is {}", j.status)}),
+                    ),
                     None => resp(404, json!({"error": "not found"})),
                 }
             }
             (Method::GET, [.., "async_queue_status"]) => {
                 let jobs = self.jobs.borrow();
                 let count = |s| jobs.values().filter(|j| j.status == s).count();
-                resp(200, json!({"model_id": "upstream-model-id", "deployment_id": "dep-1",
-                    "num_queued_requests": count("QUEUED"), "num_in_progress_requests": count("IN_PROGRESS")}))
+                resp(
+                    200,
+                    json!({"model_id": "upstream-model-id", "deployment_id": "dep-1",
+                    "num_queued_requests": count("QUEUED"), "num_in_progress_requests": count("IN_PROGRESS")}),
+                )
             }
             (Method::POST, [.., "wake"]) => {
                 let mut r = Response::new(Bytes::new());
@@ -347,7 +364,13 @@ impl World {
     /// The upstream's job for our job `id` (found through the inbox URL it was given).
     pub fn upstream_job(&self, id: &str) -> UpJob {
         let inbox = format!("https://gw.example/webhooks/baseten/{id}");
-        self.net.jobs.borrow().values().find(|j| j.body["webhook_endpoint"] == inbox.as_str()).cloned().expect("no upstream job")
+        self.net
+            .jobs
+            .borrow()
+            .values()
+            .find(|j| j.body["webhook_endpoint"] == inbox.as_str())
+            .cloned()
+            .expect("no upstream job")
     }
 
     pub fn set_upstream_status(&self, id: &str, status: &'static str) {

@@ -35,12 +35,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_owned();
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;
     eprintln!(
@@ -54,11 +49,7 @@ async fn log_request(req: Request, next: Next) -> Response {
 /// A JSON error: `{"code", "message", "error"}` (`error` repeats the message).
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let message = message.into();
-    (
-        status,
-        Json(json!({"code": code, "message": message, "error": message})),
-    )
-        .into_response()
+    (status, Json(json!({"code": code, "message": message, "error": message}))).into_response()
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -70,17 +61,13 @@ fn not_found(message: impl Into<String>) -> Response {
 }
 
 fn authorized(api_key: &str, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some((scheme, key)) = value.trim().split_once(' ') else {
         return false;
     };
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("api-key"))
-        && key.trim() == api_key
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("api-key")) && key.trim() == api_key
 }
 
 async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
@@ -91,11 +78,7 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
             "missing or invalid API key; send `Authorization: Api-Key <key>` or `Authorization: Bearer <key>`",
         );
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
     let Some(route) = route::parse(host.as_deref(), req.uri().path()) else {
         return not_found(format!("no route for {}", req.uri().path()));
     };
@@ -131,17 +114,11 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
             },
             _ => method_not_allowed("GET, DELETE"),
         },
-        Route::Target {
-            owner,
-            target,
-            endpoint,
-        } => {
+        Route::Target { owner, target, endpoint } => {
             let deployment_id = owner.deployment_id(&target);
             match (endpoint, method) {
                 (Endpoint::Predict, Method::POST) => predict(req).await,
-                (Endpoint::AsyncPredict, Method::POST) => {
-                    async_predict(&app, owner, deployment_id, req).await
-                }
+                (Endpoint::AsyncPredict, Method::POST) => async_predict(&app, owner, deployment_id, req).await,
                 (Endpoint::QueueStatus, Method::GET) => {
                     let (queued, in_progress) = app.queue_counts(&deployment_id);
                     let mut body = Map::new();
@@ -160,37 +137,25 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    let mut resp = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        format!("method not allowed; use {allow}"),
-    );
-    resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut resp =
+        error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", format!("method not allowed; use {allow}"));
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
 /// Reads a body of at most `limit` bytes; a larger one is a 413.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
     let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("request body exceeds {} KiB", limit / 1024),
-        )
+        error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("request body exceeds {} KiB", limit / 1024))
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
     // Beyond a bad Content-Length, the only way reading fails is the limit
     // (or a vanished client, which never sees the answer).
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 /// Sync `predict` / `run_remote`: runs the demo model now.
@@ -206,26 +171,16 @@ async fn predict(req: Request) -> Response {
     };
     let (status, body) = match demo::run(&input).await {
         Ok(output) => (StatusCode::OK, output),
-        Err(f) => (
-            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            f.body,
-        ),
+        Err(f) => (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), f.body),
     };
     let mut resp = (status, Json(body)).into_response();
-    resp.headers_mut().insert(
-        "x-baseten-request-id",
-        HeaderValue::from_str(&new_id()).expect("hex is a valid header value"),
-    );
+    resp.headers_mut()
+        .insert("x-baseten-request-id", HeaderValue::from_str(&new_id()).expect("hex is a valid header value"));
     resp
 }
 
 /// `async_predict` / `async_run_remote`: validates and queues.
-async fn async_predict(
-    app: &Arc<Shared>,
-    owner: Owner,
-    deployment_id: String,
-    req: Request,
-) -> Response {
+async fn async_predict(app: &Arc<Shared>, owner: Owner, deployment_id: String, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, ASYNC_BODY_LIMIT).await {
         Ok(bytes) => bytes,
@@ -241,8 +196,7 @@ async fn async_predict(
 
 /// Validates an async submission; errors name the offending field.
 fn parse_submission(bytes: &[u8]) -> Result<Submission, String> {
-    let body: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     let Value::Object(body) = body else {
         return Err("request body must be a JSON object".to_owned());
     };
@@ -253,8 +207,7 @@ fn parse_submission(bytes: &[u8]) -> Result<Submission, String> {
     let webhook_endpoint = match body.get("webhook_endpoint") {
         None | Some(Value::Null) => None,
         Some(Value::String(url)) => {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| format!("webhook_endpoint is not a valid URL: {e}"))?;
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook_endpoint is not a valid URL: {e}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err("webhook_endpoint must be an http or https URL".to_owned());
             }
@@ -263,14 +216,8 @@ fn parse_submission(bytes: &[u8]) -> Result<Submission, String> {
         Some(_) => return Err("webhook_endpoint must be a string".to_owned()),
     };
     let priority = int_field(&body, "priority", "priority", 0, 2, 0)?;
-    let max_time_in_queue_seconds = int_field(
-        &body,
-        "max_time_in_queue_seconds",
-        "max_time_in_queue_seconds",
-        10,
-        259_200,
-        600,
-    )?;
+    let max_time_in_queue_seconds =
+        int_field(&body, "max_time_in_queue_seconds", "max_time_in_queue_seconds", 10, 259_200, 600)?;
     let empty = Map::new();
     let retry = match body.get("inference_retry_config") {
         None | Some(Value::Null) => &empty,
@@ -278,14 +225,7 @@ fn parse_submission(bytes: &[u8]) -> Result<Submission, String> {
         Some(_) => return Err("inference_retry_config must be an object".to_owned()),
     };
     let field = |name: &str, lo, hi, default| {
-        int_field(
-            retry,
-            name,
-            &format!("inference_retry_config.{name}"),
-            lo,
-            hi,
-            default,
-        )
+        int_field(retry, name, &format!("inference_retry_config.{name}"), lo, hi, default)
     };
     let max_attempts = field("max_attempts", 1, 10, 3)?;
     let initial_delay_ms = field("initial_delay_ms", 0, 10_000, 1000)?;
@@ -304,14 +244,7 @@ fn parse_submission(bytes: &[u8]) -> Result<Submission, String> {
 }
 
 /// An optional integer field within `lo..=hi`.
-fn int_field(
-    obj: &Map<String, Value>,
-    key: &str,
-    name: &str,
-    lo: u64,
-    hi: u64,
-    default: u64,
-) -> Result<u64, String> {
+fn int_field(obj: &Map<String, Value>, key: &str, name: &str, lo: u64, hi: u64, default: u64) -> Result<u64, String> {
     let value = match obj.get(key) {
         None | Some(Value::Null) => return Ok(default),
         Some(v) => v,
@@ -348,22 +281,13 @@ mod tests {
             (r#"{"model_input":1,"priority":3}"#, "priority"),
             (r#"{"model_input":1,"priority":1.5}"#, "priority"),
             (r#"{"model_input":1,"priority":-1}"#, "priority"),
-            (
-                r#"{"model_input":1,"max_time_in_queue_seconds":5}"#,
-                "max_time_in_queue_seconds",
-            ),
+            (r#"{"model_input":1,"max_time_in_queue_seconds":5}"#, "max_time_in_queue_seconds"),
             (
                 r#"{"model_input":1,"inference_retry_config":{"max_attempts":11}}"#,
                 "inference_retry_config.max_attempts",
             ),
-            (
-                r#"{"model_input":1,"webhook_endpoint":5}"#,
-                "webhook_endpoint",
-            ),
-            (
-                r#"{"model_input":1,"webhook_endpoint":"ftp://x"}"#,
-                "webhook_endpoint",
-            ),
+            (r#"{"model_input":1,"webhook_endpoint":5}"#, "webhook_endpoint"),
+            (r#"{"model_input":1,"webhook_endpoint":"ftp://x"}"#, "webhook_endpoint"),
             (r#"[1]"#, "JSON object"),
         ] {
             let err = parse_submission(body.as_bytes()).expect_err(body);

@@ -79,10 +79,8 @@ impl Args {
     pub fn resolve(self) -> Result<(SocketAddr, Config), String> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?
             }
             None => FileConfig::default(),
         };
@@ -92,39 +90,24 @@ impl Args {
     /// Flags win over the file, the file over the defaults.
     pub fn merge(self, file: FileConfig) -> (SocketAddr, Config) {
         fn list(flag: Vec<String>, file: Vec<String>, default: Vec<String>) -> Vec<String> {
-            [flag, file]
-                .into_iter()
-                .find(|l| !l.is_empty())
-                .unwrap_or(default)
+            [flag, file].into_iter().find(|l| !l.is_empty()).unwrap_or(default)
         }
         let d = Config::default();
         let ms = |flag: Option<u64>, file: Option<u64>, default: Duration| {
             flag.or(file).map_or(default, Duration::from_millis)
         };
-        let addr = self.addr.or(file.addr).unwrap_or_else(|| {
-            DEFAULT_ADDR
-                .parse()
-                .expect("the default address is a valid socket address")
-        });
+        let addr = self
+            .addr
+            .or(file.addr)
+            .unwrap_or_else(|| DEFAULT_ADDR.parse().expect("the default address is a valid socket address"));
         let config = Config {
             api_key: self.api_key.or(file.api_key).unwrap_or(d.api_key),
             webhook_secrets: list(self.webhook_secrets, file.webhook_secret, d.webhook_secrets),
             models: list(self.models, file.model, d.models),
             chains: list(self.chains, file.chain, d.chains),
-            concurrency: self
-                .concurrency
-                .or(file.concurrency)
-                .unwrap_or(d.concurrency),
-            webhook_timeout: ms(
-                self.webhook_timeout_ms,
-                file.webhook_timeout_ms,
-                d.webhook_timeout,
-            ),
-            webhook_retry_gap: ms(
-                self.webhook_retry_gap_ms,
-                file.webhook_retry_gap_ms,
-                d.webhook_retry_gap,
-            ),
+            concurrency: self.concurrency.or(file.concurrency).unwrap_or(d.concurrency),
+            webhook_timeout: ms(self.webhook_timeout_ms, file.webhook_timeout_ms, d.webhook_timeout),
+            webhook_retry_gap: ms(self.webhook_retry_gap_ms, file.webhook_retry_gap_ms, d.webhook_retry_gap),
             queue_second: ms(self.queue_second_ms, file.queue_second_ms, d.queue_second),
             log_requests: !(self.quiet || file.quiet.unwrap_or(false)),
         };

@@ -88,9 +88,7 @@ impl ServerHandle {
     /// finish and abandons queued jobs and pending webhook deliveries.
     pub async fn shutdown(self) -> std::io::Result<()> {
         drop(self.stop);
-        self.task
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task failed: {e}")))?
+        self.task.await.map_err(|e| std::io::Error::other(format!("server task failed: {e}")))?
     }
 }
 
@@ -98,16 +96,10 @@ impl ServerHandle {
 /// current tokio runtime.
 pub async fn start(addr: impl ToSocketAddrs, config: Config) -> std::io::Result<ServerHandle> {
     if config.concurrency == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "concurrency must be at least 1",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "concurrency must be at least 1"));
     }
     if config.webhook_secrets.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "at least one webhook secret is required",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "at least one webhook secret is required"));
     }
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -115,16 +107,8 @@ pub async fn start(addr: impl ToSocketAddrs, config: Config) -> std::io::Result<
     let shared = Arc::new(queue::Shared::new(config, token.clone())?);
     let app = api::router(shared);
     let shutdown = token.clone().cancelled_owned();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
-    Ok(ServerHandle {
-        addr,
-        stop: token.drop_guard(),
-        task,
-    })
+    let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    Ok(ServerHandle { addr, stop: token.drop_guard(), task })
 }
 
 /// 32 random lowercase hex characters (request ids).
@@ -136,10 +120,7 @@ pub(crate) fn new_id() -> String {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:09:12.123Z`.
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(FORMAT)
-        .expect("a fixed format description formats every UTC date")
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(FORMAT).expect("a fixed format description formats every UTC date")
 }

@@ -115,10 +115,7 @@ struct Waiting {
 impl Ord for Waiting {
     fn cmp(&self, other: &Self) -> Ordering {
         // BinaryHeap pops the greatest: make "runs first" the greatest.
-        other
-            .priority
-            .cmp(&self.priority)
-            .then(other.seq.cmp(&self.seq))
+        other.priority.cmp(&self.priority).then(other.seq.cmp(&self.seq))
     }
 }
 
@@ -169,19 +166,12 @@ impl Shared {
             retry_gap: config.webhook_retry_gap,
             log: config.log_requests,
         };
-        Ok(Self {
-            config,
-            state: Mutex::default(),
-            deliverer,
-            token,
-        })
+        Ok(Self { config, state: Mutex::default(), deliverer, token })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `fut` in the background until it ends or the server shuts down.
@@ -196,33 +186,19 @@ impl Shared {
     }
 
     /// Queues a request and returns its id.
-    pub fn submit(
-        self: &Arc<Self>,
-        owner: Owner,
-        deployment_id: String,
-        sub: Submission,
-    ) -> String {
+    pub fn submit(self: &Arc<Self>, owner: Owner, deployment_id: String, sub: Submission) -> String {
         let request_id = new_id();
         let now = OffsetDateTime::now_utc();
-        let expires_after = self
-            .config
-            .queue_second
-            .saturating_mul(u32::try_from(sub.max_time_in_queue_seconds).unwrap_or(u32::MAX));
+        let expires_after =
+            self.config.queue_second.saturating_mul(u32::try_from(sub.max_time_in_queue_seconds).unwrap_or(u32::MAX));
         {
             let mut state = self.lock();
             let seq = state.next_seq;
             state.next_seq += 1;
             let queue = state.queues.entry(deployment_id.clone()).or_default();
-            queue.waiting.push(Waiting {
-                priority: sub.priority,
-                seq,
-                request_id: request_id.clone(),
-            });
-            let webhook_status = if sub.webhook_endpoint.is_some() {
-                WebhookStatus::Pending
-            } else {
-                WebhookStatus::NoWebhookProvided
-            };
+            queue.waiting.push(Waiting { priority: sub.priority, seq, request_id: request_id.clone() });
+            let webhook_status =
+                if sub.webhook_endpoint.is_some() { WebhookStatus::Pending } else { WebhookStatus::NoWebhookProvided };
             state.jobs.insert(
                 request_id.clone(),
                 Job {
@@ -295,28 +271,14 @@ impl Shared {
                     delay = delay.saturating_mul(2).min(retry.max_delay_ms);
                 }
                 Err(f) => {
-                    let tries = if attempt > 1 {
-                        format!(" after {attempt} attempts")
-                    } else {
-                        String::new()
-                    };
-                    break Err(format!(
-                        "model returned HTTP {}{tries}: {}",
-                        f.status, f.body
-                    ));
+                    let tries = if attempt > 1 { format!(" after {attempt} attempts") } else { String::new() };
+                    break Err(format!("model returned HTTP {}{tries}: {}", f.status, f.body));
                 }
             }
         };
         let (data, errors, status) = match result {
             Ok(output) => (output, Vec::new(), Status::Succeeded),
-            Err(message) => (
-                Value::Null,
-                vec![JobError {
-                    code: "MODEL_PREDICT_ERROR",
-                    message,
-                }],
-                Status::Failed,
-            ),
+            Err(message) => (Value::Null, vec![JobError { code: "MODEL_PREDICT_ERROR", message }], Status::Failed),
         };
         let deployment_id = {
             let mut state = self.lock();
@@ -427,18 +389,12 @@ impl Shared {
         }
         job.set_status(Status::Canceled);
         job.webhook_status = WebhookStatus::Canceled;
-        Some(CancelOutcome {
-            canceled: true,
-            message: "request canceled".to_owned(),
-        })
+        Some(CancelOutcome { canceled: true, message: "request canceled".to_owned() })
     }
 
     /// `(num_queued_requests, num_in_progress_requests)` of a deployment.
     pub fn queue_counts(&self, deployment_id: &str) -> (usize, usize) {
-        self.lock()
-            .queues
-            .get(deployment_id)
-            .map_or((0, 0), |q| (q.waiting.len(), q.in_progress))
+        self.lock().queues.get(deployment_id).map_or((0, 0), |q| (q.waiting.len(), q.in_progress))
     }
 }
 
@@ -450,11 +406,7 @@ mod tests {
     fn heap_pops_lowest_priority_then_fifo() {
         let mut heap = BinaryHeap::new();
         for (seq, priority) in [2u8, 0, 1, 1, 0].into_iter().enumerate() {
-            heap.push(Waiting {
-                priority,
-                seq: seq as u64,
-                request_id: seq.to_string(),
-            });
+            heap.push(Waiting { priority, seq: seq as u64, request_id: seq.to_string() });
         }
         let order: Vec<String> = std::iter::from_fn(|| heap.pop().map(|w| w.request_id)).collect();
         assert_eq!(order, ["1", "4", "2", "3", "0"]);

@@ -68,15 +68,8 @@ pub enum Endpoint {
 /// A fully parsed request address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Target {
-        owner: Owner,
-        target: Target,
-        endpoint: Endpoint,
-    },
-    AsyncRequest {
-        owner: Owner,
-        request_id: String,
-    },
+    Target { owner: Owner, target: Target, endpoint: Endpoint },
+    AsyncRequest { owner: Owner, request_id: String },
 }
 
 /// Parses a request's `Host` header (if any) and path. `None` means no such route.
@@ -89,10 +82,7 @@ pub fn parse(host: Option<&str>, path: &str) -> Option<Route> {
     };
     let (target, endpoint) = match rest {
         ["async_request", request_id] => {
-            return Some(Route::AsyncRequest {
-                owner,
-                request_id: (*request_id).to_owned(),
-            })
+            return Some(Route::AsyncRequest { owner, request_id: (*request_id).to_owned() })
         }
         ["production", ep] => (Target::Production, *ep),
         ["development", ep] => (Target::Development, *ep),
@@ -102,25 +92,16 @@ pub fn parse(host: Option<&str>, path: &str) -> Option<Route> {
     };
     let endpoint = match (owner.kind, endpoint) {
         (Kind::Model, "predict") | (Kind::Chain, "run_remote") => Endpoint::Predict,
-        (Kind::Model, "async_predict") | (Kind::Chain, "async_run_remote") => {
-            Endpoint::AsyncPredict
-        }
+        (Kind::Model, "async_predict") | (Kind::Chain, "async_run_remote") => Endpoint::AsyncPredict,
         (_, "async_queue_status") => Endpoint::QueueStatus,
         (_, "wake") => Endpoint::Wake,
         _ => return None,
     };
-    Some(Route::Target {
-        owner,
-        target,
-        endpoint,
-    })
+    Some(Route::Target { owner, target, endpoint })
 }
 
 fn owner(kind: Kind, id: &str) -> Option<Owner> {
-    (!id.is_empty()).then(|| Owner {
-        kind,
-        id: id.to_owned(),
-    })
+    (!id.is_empty()).then(|| Owner { kind, id: id.to_owned() })
 }
 
 /// `model-{id}.<anything>` / `chain-{id}.<anything>` (a port is ignored).
@@ -140,10 +121,7 @@ mod tests {
     use super::*;
 
     fn model(id: &str) -> Owner {
-        Owner {
-            kind: Kind::Model,
-            id: id.to_owned(),
-        }
+        Owner { kind: Kind::Model, id: id.to_owned() }
     }
 
     #[test]
@@ -153,34 +131,16 @@ mod tests {
             target: Target::Environment("staging".into()),
             endpoint: Endpoint::AsyncPredict,
         });
-        assert_eq!(
-            parse(None, "/models/abc/environments/staging/async_predict"),
-            want
-        );
-        assert_eq!(
-            parse(
-                Some("model-abc.api.baseten.co"),
-                "/environments/staging/async_predict"
-            ),
-            want
-        );
+        assert_eq!(parse(None, "/models/abc/environments/staging/async_predict"), want);
+        assert_eq!(parse(Some("model-abc.api.baseten.co"), "/environments/staging/async_predict"), want);
         assert_eq!(
             parse(Some("chain-c1.localhost:8788"), "/async_request/r1"),
-            Some(Route::AsyncRequest {
-                owner: Owner {
-                    kind: Kind::Chain,
-                    id: "c1".into()
-                },
-                request_id: "r1".into()
-            })
+            Some(Route::AsyncRequest { owner: Owner { kind: Kind::Chain, id: "c1".into() }, request_id: "r1".into() })
         );
         assert_eq!(
             parse(None, "/chains/c1/deployment/d9/run_remote"),
             Some(Route::Target {
-                owner: Owner {
-                    kind: Kind::Chain,
-                    id: "c1".into()
-                },
+                owner: Owner { kind: Kind::Chain, id: "c1".into() },
                 target: Target::Deployment("d9".into()),
                 endpoint: Endpoint::Predict,
             })

@@ -13,17 +13,12 @@ use sha2::Sha256;
 
 /// The `X-BASETEN-SIGNATURE` value for `body`: `v1=<sig>` per secret, comma-joined.
 pub fn signature_header(secrets: &[String], body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|secret| format!("v1={}", sign(secret, body)))
-        .collect::<Vec<_>>()
-        .join(",")
+    secrets.iter().map(|secret| format!("v1={}", sign(secret, body))).collect::<Vec<_>>().join(",")
 }
 
 /// Lowercase hex HMAC-SHA256 of `body` keyed with the secret's bytes.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -61,9 +56,7 @@ impl Deliverer {
                 Err(e) => format!("error: {e}"),
             };
             if self.log {
-                eprintln!(
-                    "local-upstream: webhook {request_id} attempt {attempt} -> {url}: {outcome}"
-                );
+                eprintln!("local-upstream: webhook {request_id} attempt {attempt} -> {url}: {outcome}");
             }
             if result.is_ok_and(|resp| resp.status().is_success()) {
                 return true;
@@ -88,9 +81,6 @@ mod tests {
     #[test]
     fn one_v1_per_secret_in_order() {
         let header = signature_header(&["new".into(), "old".into()], b"{}");
-        assert_eq!(
-            header,
-            format!("v1={},v1={}", sign("new", b"{}"), sign("old", b"{}"))
-        );
+        assert_eq!(header, format!("v1={},v1={}", sign("new", b"{}"), sign("old", b"{}")));
     }
 }

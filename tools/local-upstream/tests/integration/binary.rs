@@ -14,8 +14,7 @@ async fn binary_prints_its_address_reads_config_and_stops_on_sigterm() {
     let config = dir.join("config.json");
     std::fs::write(
         &config,
-        json!({"addr": "127.0.0.1:8788", "api_key": "from-file", "model": ["m1"], "quiet": true})
-            .to_string(),
+        json!({"addr": "127.0.0.1:8788", "api_key": "from-file", "model": ["m1"], "quiet": true}).to_string(),
     )
     .unwrap();
 
@@ -28,18 +27,13 @@ async fn binary_prints_its_address_reads_config_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line
         .trim_end()
         .strip_prefix("local-upstream listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
-        "{url}"
-    );
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
 
     let client = reqwest::Client::new();
     let resp = client
@@ -57,20 +51,11 @@ async fn binary_prints_its_address_reads_config_and_stops_on_sigterm() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::NOT_FOUND,
-        "the file replaced the model list"
-    );
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "the file replaced the model list");
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,9 +9,7 @@ use crate::support::{config, start, Behavior, Receiver, Upstream};
 
 /// Submits a job that holds the (concurrency 1) deployment and waits until it runs.
 async fn blocker(up: &Upstream, sleep_ms: u64) -> String {
-    let rid = up
-        .submit(json!({"model_input": {"sleep_ms": sleep_ms, "role": "blocker"}}))
-        .await;
+    let rid = up.submit(json!({"model_input": {"sleep_ms": sleep_ms, "role": "blocker"}})).await;
     up.wait_status(&rid, "IN_PROGRESS").await;
     rid
 }
@@ -66,17 +64,10 @@ async fn queue_status_counts_per_deployment() {
     assert_eq!(body["num_in_progress_requests"], 1, "{body}");
 
     // Other deployments have their own queue: development is idle and runs at once.
-    let dev = up
-        .submit_to(
-            "/models/demo/development/async_predict",
-            json!({"model_input": 3}),
-        )
-        .await;
+    let dev = up.submit_to("/models/demo/development/async_predict", json!({"model_input": 3})).await;
     up.wait_status(&dev, "SUCCEEDED").await;
     assert_eq!(up.status(&a).await["status"], "QUEUED");
-    let (_, body) = up
-        .get_json("/models/demo/development/async_queue_status")
-        .await;
+    let (_, body) = up.get_json("/models/demo/development/async_queue_status").await;
     assert_eq!(body["deployment_id"], "dep-demo-dev");
     assert_eq!(body["num_queued_requests"], 0);
 
@@ -90,19 +81,13 @@ async fn queue_status_counts_per_deployment() {
 
 #[tokio::test]
 async fn concurrency_runs_several_at_once() {
-    let up = start(local_upstream::Config {
-        concurrency: 2,
-        ..config()
-    })
-    .await;
+    let up = start(local_upstream::Config { concurrency: 2, ..config() }).await;
     let a = up.submit(json!({"model_input": {"sleep_ms": 1000}})).await;
     let b = up.submit(json!({"model_input": {"sleep_ms": 1000}})).await;
     let c = up.submit(json!({"model_input": {"sleep_ms": 1}})).await;
     up.wait_status(&a, "IN_PROGRESS").await;
     up.wait_status(&b, "IN_PROGRESS").await;
-    let (_, body) = up
-        .get_json("/models/demo/production/async_queue_status")
-        .await;
+    let (_, body) = up.get_json("/models/demo/production/async_queue_status").await;
     assert_eq!(body["num_in_progress_requests"], 2, "{body}");
     assert_eq!(body["num_queued_requests"], 1, "{body}");
     up.wait_status(&c, "SUCCEEDED").await;
@@ -113,12 +98,8 @@ async fn only_queued_requests_can_be_canceled() {
     let up = start(config()).await;
     let mut hook = Receiver::start(Behavior::default()).await;
     let block = blocker(&up, 1000).await;
-    let victim = up
-        .submit(json!({"model_input": {"victim": true}, "webhook_endpoint": hook.url}))
-        .await;
-    let after = up
-        .submit(json!({"model_input": {"after": true}, "webhook_endpoint": hook.url}))
-        .await;
+    let victim = up.submit(json!({"model_input": {"victim": true}, "webhook_endpoint": hook.url})).await;
+    let after = up.submit(json!({"model_input": {"after": true}, "webhook_endpoint": hook.url})).await;
 
     let (code, body) = up.cancel(&victim).await;
     assert_eq!(code, StatusCode::OK);
@@ -148,10 +129,7 @@ async fn only_queued_requests_can_be_canceled() {
     // Finished requests cannot be canceled either.
     let (_, body) = up.cancel(&block).await;
     assert_eq!(body["canceled"], false);
-    assert!(
-        body["message"].as_str().unwrap().contains("SUCCEEDED"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("SUCCEEDED"), "{body}");
     let (_, body) = up.cancel(&victim).await;
     assert_eq!(body["canceled"], false);
 }
@@ -160,11 +138,7 @@ async fn only_queued_requests_can_be_canceled() {
 async fn requests_waiting_too_long_expire_and_notify() {
     // Time scale: one queue second is 10 ms, so max_time_in_queue_seconds = 10
     // expires after 100 ms of real time while the blocker holds the queue.
-    let up = start(local_upstream::Config {
-        queue_second: Duration::from_millis(10),
-        ..config()
-    })
-    .await;
+    let up = start(local_upstream::Config { queue_second: Duration::from_millis(10), ..config() }).await;
     let mut hook = Receiver::start(Behavior::default()).await;
     let block = blocker(&up, 3000).await;
     let rid = up
@@ -178,10 +152,7 @@ async fn requests_waiting_too_long_expire_and_notify() {
     assert_eq!(record["status"], "EXPIRED");
     assert_eq!(record["webhook_status"], "SUCCEEDED");
     assert_eq!(record["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT");
-    assert_eq!(
-        record["errors"][0]["message"],
-        "request expired after waiting 10 s in queue"
-    );
+    assert_eq!(record["errors"][0]["message"], "request expired after waiting 10 s in queue");
     assert_eq!(record["attempts"], 0);
     // It expired while the blocker was still running.
     assert_eq!(up.status(&block).await["status"], "IN_PROGRESS");
@@ -190,9 +161,7 @@ async fn requests_waiting_too_long_expire_and_notify() {
     assert_eq!(payload["request_id"], rid.as_str());
     assert_eq!(payload["data"], Value::Null);
     assert_eq!(payload["errors"], record["errors"]);
-    let (_, body) = up
-        .get_json("/models/demo/production/async_queue_status")
-        .await;
+    let (_, body) = up.get_json("/models/demo/production/async_queue_status").await;
     assert_eq!(body["num_queued_requests"], 0);
 }
 
@@ -200,28 +169,18 @@ async fn requests_waiting_too_long_expire_and_notify() {
 async fn server_errors_are_retried_and_client_errors_are_not() {
     let up = start(config()).await;
     let retry = json!({"max_attempts": 4, "initial_delay_ms": 5, "max_delay_ms": 20});
-    let flaky = up
-        .submit(json!({"model_input": {"fail_status": 503}, "inference_retry_config": retry}))
-        .await;
+    let flaky = up.submit(json!({"model_input": {"fail_status": 503}, "inference_retry_config": retry})).await;
     let record = up.wait_status(&flaky, "FAILED").await;
     assert_eq!(record["attempts"], 4);
     assert_eq!(record["errors"][0]["code"], "MODEL_PREDICT_ERROR");
     let message = record["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains("503") && message.contains("4 attempts"),
-        "{message}"
-    );
+    assert!(message.contains("503") && message.contains("4 attempts"), "{message}");
 
-    let bad = up
-        .submit(json!({"model_input": {"fail_status": 400}, "inference_retry_config": retry}))
-        .await;
+    let bad = up.submit(json!({"model_input": {"fail_status": 400}, "inference_retry_config": retry})).await;
     let record = up.wait_status(&bad, "FAILED").await;
     assert_eq!(record["attempts"], 1);
     assert_eq!(record["errors"][0]["code"], "MODEL_PREDICT_ERROR");
-    assert!(record["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("400"));
+    assert!(record["errors"][0]["message"].as_str().unwrap().contains("400"));
 
     // Default retry config: three attempts in total.
     let default = up

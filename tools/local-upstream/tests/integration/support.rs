@@ -34,26 +34,16 @@ pub struct Upstream {
 
 pub async fn start(config: Config) -> Upstream {
     let handle = local_upstream::start("127.0.0.1:0", config).await.unwrap();
-    Upstream {
-        url: handle.url(),
-        client: reqwest::Client::new(),
-        _handle: handle,
-    }
+    Upstream { url: handle.url(), client: reqwest::Client::new(), _handle: handle }
 }
 
 impl Upstream {
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.url))
-            .header("authorization", format!("Api-Key {KEY}"))
+        self.client.request(method, format!("{}{path}", self.url)).header("authorization", format!("Api-Key {KEY}"))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.req(reqwest::Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        self.req(reqwest::Method::POST, path).json(body).send().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
@@ -64,8 +54,7 @@ impl Upstream {
 
     /// Submits to `/models/demo/production/async_predict`; returns the request id.
     pub async fn submit(&self, body: Value) -> String {
-        self.submit_to("/models/demo/production/async_predict", body)
-            .await
+        self.submit_to("/models/demo/production/async_predict", body).await
     }
 
     pub async fn submit_to(&self, path: &str, body: Value) -> String {
@@ -79,19 +68,14 @@ impl Upstream {
 
     /// The status record of a request of model `demo`.
     pub async fn status(&self, request_id: &str) -> Value {
-        let (code, json) = self
-            .get_json(&format!("/models/demo/async_request/{request_id}"))
-            .await;
+        let (code, json) = self.get_json(&format!("/models/demo/async_request/{request_id}")).await;
         assert_eq!(code, StatusCode::OK, "{json}");
         json
     }
 
     pub async fn cancel(&self, request_id: &str) -> (StatusCode, Value) {
         let resp = self
-            .req(
-                reqwest::Method::DELETE,
-                &format!("/models/demo/async_request/{request_id}"),
-            )
+            .req(reqwest::Method::DELETE, &format!("/models/demo/async_request/{request_id}"))
             .send()
             .await
             .unwrap();
@@ -107,10 +91,7 @@ impl Upstream {
             if done(&record) {
                 return record;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out; last record: {record}"
-            );
+            assert!(Instant::now() < deadline, "timed out; last record: {record}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -124,9 +105,7 @@ impl Upstream {
     /// its status is past QUEUED/IN_PROGRESS.
     pub async fn wait_settled(&self, request_id: &str) -> Value {
         self.wait_for(request_id, |r| {
-            r["webhook_status"] != "PENDING"
-                && r["status"] != "QUEUED"
-                && r["status"] != "IN_PROGRESS"
+            r["webhook_status"] != "PENDING" && r["status"] != "QUEUED" && r["status"] != "IN_PROGRESS"
         })
         .await
     }
@@ -134,10 +113,7 @@ impl Upstream {
 
 pub fn assert_is_id(id: &str) {
     assert_eq!(id.len(), 32, "{id}");
-    assert!(
-        id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
-        "{id}"
-    );
+    assert!(id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{id}");
 }
 
 /// One webhook delivery attempt as the receiver saw it.
@@ -203,10 +179,7 @@ impl Receiver {
 
     /// The next delivery attempt (fails after [`DEADLINE`]).
     pub async fn next(&mut self) -> Delivery {
-        tokio::time::timeout(DEADLINE, self.rx.recv())
-            .await
-            .expect("no webhook delivery before the deadline")
-            .unwrap()
+        tokio::time::timeout(DEADLINE, self.rx.recv()).await.expect("no webhook delivery before the deadline").unwrap()
     }
 
     /// Asserts nothing else was delivered so far.

@@ -19,17 +19,12 @@ async fn success_is_delivered_signed() {
     let up = start(config()).await;
     let mut hook = Receiver::start(Behavior::default()).await;
     let input = json!({"prompt": "hello", "n": [1, 2]});
-    let rid = up
-        .submit(json!({"model_input": input, "webhook_endpoint": hook.url}))
-        .await;
+    let rid = up.submit(json!({"model_input": input, "webhook_endpoint": hook.url})).await;
     let delivery = hook.next().await;
 
     assert_eq!(delivery.header("content-type"), "application/json");
     assert_eq!(delivery.header("x-baseten-request-id"), rid);
-    assert_eq!(
-        delivery.header("x-baseten-signature"),
-        format!("v1={}", hmac_hex(SECRET, &delivery.body))
-    );
+    assert_eq!(delivery.header("x-baseten-signature"), format!("v1={}", hmac_hex(SECRET, &delivery.body)));
     let payload = delivery.json();
     assert_eq!(payload["request_id"], rid.as_str());
     assert_eq!(payload["model_id"], "demo");
@@ -48,22 +43,15 @@ async fn success_is_delivered_signed() {
 
 #[tokio::test]
 async fn rotated_secrets_sign_once_each_newest_first() {
-    let up = start(local_upstream::Config {
-        webhook_secrets: vec!["new-secret".into(), "old-secret".into()],
-        ..config()
-    })
-    .await;
+    let up =
+        start(local_upstream::Config { webhook_secrets: vec!["new-secret".into(), "old-secret".into()], ..config() })
+            .await;
     let mut hook = Receiver::start(Behavior::default()).await;
-    up.submit(json!({"model_input": 1, "webhook_endpoint": hook.url}))
-        .await;
+    up.submit(json!({"model_input": 1, "webhook_endpoint": hook.url})).await;
     let delivery = hook.next().await;
     assert_eq!(
         delivery.header("x-baseten-signature"),
-        format!(
-            "v1={},v1={}",
-            hmac_hex("new-secret", &delivery.body),
-            hmac_hex("old-secret", &delivery.body)
-        )
+        format!("v1={},v1={}", hmac_hex("new-secret", &delivery.body), hmac_hex("old-secret", &delivery.body))
     );
 }
 
@@ -87,22 +75,13 @@ async fn chain_webhooks_carry_model_id_and_chain_id() {
 #[tokio::test]
 async fn a_failed_first_attempt_is_retried_once() {
     let up = start(config()).await;
-    let mut hook = Receiver::start(Behavior {
-        fail_first: 1,
-        ..Behavior::default()
-    })
-    .await;
-    let rid = up
-        .submit(json!({"model_input": 1, "webhook_endpoint": hook.url}))
-        .await;
+    let mut hook = Receiver::start(Behavior { fail_first: 1, ..Behavior::default() }).await;
+    let rid = up.submit(json!({"model_input": 1, "webhook_endpoint": hook.url})).await;
     let first = hook.next().await;
     let second = hook.next().await;
     // The retry is the same signed body.
     assert_eq!(first.body, second.body);
-    assert_eq!(
-        first.header("x-baseten-signature"),
-        second.header("x-baseten-signature")
-    );
+    assert_eq!(first.header("x-baseten-signature"), second.header("x-baseten-signature"));
     let record = up.wait_settled(&rid).await;
     assert_eq!(record["status"], "SUCCEEDED");
     assert_eq!(record["webhook_status"], "SUCCEEDED");
@@ -111,19 +90,9 @@ async fn a_failed_first_attempt_is_retried_once() {
 
 #[tokio::test]
 async fn a_timed_out_first_attempt_is_retried() {
-    let up = start(local_upstream::Config {
-        webhook_timeout: Duration::from_millis(200),
-        ..config()
-    })
-    .await;
-    let mut hook = Receiver::start(Behavior {
-        hang_first: 1,
-        ..Behavior::default()
-    })
-    .await;
-    let rid = up
-        .submit(json!({"model_input": 1, "webhook_endpoint": hook.url}))
-        .await;
+    let up = start(local_upstream::Config { webhook_timeout: Duration::from_millis(200), ..config() }).await;
+    let mut hook = Receiver::start(Behavior { hang_first: 1, ..Behavior::default() }).await;
+    let rid = up.submit(json!({"model_input": 1, "webhook_endpoint": hook.url})).await;
     hook.next().await;
     hook.next().await;
     let record = up.wait_settled(&rid).await;
@@ -134,14 +103,8 @@ async fn a_timed_out_first_attempt_is_retried() {
 #[tokio::test]
 async fn two_failed_attempts_mark_webhook_failed() {
     let up = start(config()).await;
-    let mut hook = Receiver::start(Behavior {
-        fail_first: usize::MAX,
-        ..Behavior::default()
-    })
-    .await;
-    let ok = up
-        .submit(json!({"model_input": 1, "webhook_endpoint": hook.url}))
-        .await;
+    let mut hook = Receiver::start(Behavior { fail_first: usize::MAX, ..Behavior::default() }).await;
+    let ok = up.submit(json!({"model_input": 1, "webhook_endpoint": hook.url})).await;
     let record = up.wait_settled(&ok).await;
     assert_eq!(record["status"], "WEBHOOK_FAILED");
     assert_eq!(record["webhook_status"], "FAILED");
@@ -150,9 +113,7 @@ async fn two_failed_attempts_mark_webhook_failed() {
     hook.assert_empty();
 
     // A failed request keeps FAILED; only webhook_status records the delivery.
-    let failed = up
-        .submit(json!({"model_input": {"fail_status": 422}, "webhook_endpoint": hook.url}))
-        .await;
+    let failed = up.submit(json!({"model_input": {"fail_status": 422}, "webhook_endpoint": hook.url})).await;
     let record = up.wait_settled(&failed).await;
     assert_eq!(record["status"], "FAILED");
     assert_eq!(record["webhook_status"], "FAILED");
