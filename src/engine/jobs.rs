@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::clock::Timestamp;
-use super::config::ApiKey;
+use super::config::{ApiKey, Config};
 use super::error::{json_response, Error};
 use super::forward::json_request;
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
@@ -43,8 +43,23 @@ fn due_key(id: &str) -> String {
     format!("due/{id}")
 }
 
+/// A new job's id: random, or with an `Idempotency-Key`, derived from the key and the API
+/// key's digest (which only its holder can produce), so every retry lands on the same id and,
+/// on sharded platforms, the same place.
+pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, entropy: [u8; 16]) -> String {
+    match (auth::authenticate(config, headers), idempotency_key(headers)) {
+        (Ok(key), Ok(Some(idem))) => {
+            let mut material = key.sha256.to_vec();
+            material.extend_from_slice(b"\nidempotency\n");
+            material.extend_from_slice(idem.as_bytes());
+            hex::encode(&sha256(&material)[..16])
+        }
+        _ => hex::encode(entropy),
+    }
+}
+
 /// Request ids are 32 lowercase hex characters; anything else cannot name a job.
-fn is_request_id(id: &str) -> bool {
+pub(crate) fn is_request_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -127,7 +142,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let idempotency = idempotency_key(request.headers())?;
         let now = ctx.now;
-        let mut id = hex::encode(ctx.entropy);
+        let mut id = new_request_id(self.config, request.headers(), ctx.entropy);
 
         let mut idempotency_record = None;
         if let Some(idem) = idempotency {

@@ -36,8 +36,22 @@ pub use clock::Timestamp;
 pub use config::Config;
 pub use error::Error;
 pub use route::{Operation, Route, Subject, Target};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{MemoryStore, NoStore, Store, StoreError};
 pub use upstream::{HttpClient, TransportError};
+
+/// The largest request body an adapter should read; beyond it, answer
+/// [`Error::PayloadTooLarge`]. Async submits have their own, smaller limit (256 KiB).
+pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
+
+/// Where a request must run, for platforms that keep each job in its own place (a Durable
+/// Object per job on Workers). Everything else needs no store at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Needs no job state: run it anywhere, with [`NoStore`].
+    Stateless,
+    /// Touches exactly the job with this request id (a submit creates it under this id).
+    Job(String),
+}
 
 /// What the adapter supplies with each request: the time and fresh randomness (for ids).
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +115,22 @@ const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after";
 impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub fn new(config: &'a Config, store: &'a S, http: &'a H) -> Self {
         Self { config, store, http }
+    }
+
+    /// Where `request` must run, decided from its head alone (method, path, headers).
+    /// A submit's request id is decided here: the same `entropy` given to [`Engine::handle`]
+    /// yields the same id, and an `Idempotency-Key` always yields the same id for the same key.
+    pub fn placement<B>(&self, request: &Request<B>, entropy: [u8; 16]) -> Placement {
+        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
+        match Route::parse(request.method(), host, request.uri().path()) {
+            Ok(Route::AsyncPredict { .. }) => Placement::Job(jobs::new_request_id(self.config, request.headers(), entropy)),
+            Ok(Route::Status { request_id, .. } | Route::Cancel { request_id, .. } | Route::WebhookInbox { request_id })
+                if jobs::is_request_id(&request_id) =>
+            {
+                Placement::Job(request_id)
+            }
+            _ => Placement::Stateless,
+        }
     }
 
     /// Handles one gateway request. Never panics on any input; every refusal is a 4xx with

@@ -38,6 +38,29 @@ pub trait Store {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
+/// The store for requests placed [`Stateless`](super::Placement::Stateless): every call fails,
+/// so a routing mistake shows as a 503, never as state written in the wrong place.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStore;
+
+impl Store for NoStore {
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
+    async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
+    async fn put_if_absent(&self, _: &str, _: Vec<u8>) -> Result<bool, StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
+    async fn delete(&self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
+    async fn list(&self, _: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
+}
+
 /// In-memory reference store. Clones share contents, so a test can "restart" the engine on
 /// the same data; `fail_writes_after` simulates a crash at a chosen write.
 #[derive(Debug, Clone, Default)]

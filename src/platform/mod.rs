@@ -6,3 +6,6 @@
 //!   Durable Object. (Issue #3.)
 //! - `spin`: Spin / wasi:http (`wasm32-wasip2`, spin-sdk), job records in Spin key-value.
 //!   (Issue #4.)
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod worker;

@@ -1,0 +1,293 @@
+//! Cloudflare Workers adapter (workers-rs). Compiled only for `wasm32-unknown-unknown`.
+//!
+//! Sharding: one Durable Object per job, named by its request id. The engine's
+//! [`Placement`] says where a request runs: stateless routes (predict, queue status, wake,
+//! preflight, every refusal) run in the Worker itself; a submit, status, cancel or inbox
+//! delivery runs in the job's object, whose SQLite storage is the job's [`Store`] and whose
+//! alarm runs [`Engine::sweep`] at the engine's `wake_at`. Idempotent submits derive their id
+//! from the key, so retries reach the same object and its atomic put-if-absent.
+
+use bytes::Bytes;
+use futures_util::future::{select, Either as Race};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use worker::{
+    durable_object, event, AbortController, Context, Date, Delay, DurableObject, Env, Fetch, HttpRequest,
+    SqlStorage, SqlStorageValue, State,
+};
+
+use crate::engine::{
+    Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timestamp,
+    TransportError, MAX_REQUEST_BODY,
+};
+
+/// The configuration document's variable; secrets it names are Worker secrets (or vars).
+const CONFIG_VAR: &str = "EDGE_PREDICT_CONFIG";
+const JOBS_BINDING: &str = "JOBS";
+/// Carries the Worker's randomness to the job's object, so both place the same request id.
+const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
+/// Outbound deadline for upstream calls and webhook deliveries.
+const FETCH_TIMEOUT_MS: u64 = 30_000;
+
+type ResponseBody = Either<Full<Bytes>, worker::Body>;
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(Date::now().as_millis())
+}
+
+fn entropy() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    // crypto.getRandomValues cannot fail for 16 bytes; zeros would only cost uniqueness.
+    let _ = getrandom::getrandom(&mut bytes);
+    bytes
+}
+
+fn load_config(env: &Env) -> Result<Config, Error> {
+    let doc = env.var(CONFIG_VAR).map(|v| v.to_string()).map_err(|_| Error::Config {
+        field: CONFIG_VAR.to_owned(),
+        message: "the variable is not set".to_owned(),
+    })?;
+    Config::parse(&doc, &|name| {
+        env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
+    })
+}
+
+async fn read_request(request: HttpRequest) -> Result<Request<Bytes>, Error> {
+    let (parts, body) = request.into_parts();
+    let bytes = Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| Error::PayloadTooLarge { limit: MAX_REQUEST_BODY })?
+        .to_bytes();
+    Ok(Request::from_parts(parts, bytes))
+}
+
+fn into_response(outcome_response: Response<Body<worker::Body>>) -> Response<ResponseBody> {
+    outcome_response.map(|body| match body {
+        Body::Full(bytes) => Either::Left(Full::new(bytes)),
+        Body::Upstream(stream) => Either::Right(stream),
+    })
+}
+
+fn error_response(e: &Error) -> Response<ResponseBody> {
+    e.to_response().map(|b| Either::Left(Full::new(b)))
+}
+
+/// Outbound HTTP through `fetch`, with a deadline and no redirect following.
+#[derive(Debug)]
+struct FetchClient;
+
+impl HttpClient for FetchClient {
+    type Body = worker::Body;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
+        let mut request = request.map(Full::new);
+        request.extensions_mut().insert(worker::RequestRedirect::Manual);
+        let request = worker::Request::try_from(request).map_err(|e| TransportError::Connect(e.to_string()))?;
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let fetch = Fetch::Request(request);
+        let answered = {
+            let sent = Box::pin(fetch.send_with_signal(&signal));
+            let deadline = Delay::from(std::time::Duration::from_millis(FETCH_TIMEOUT_MS));
+            match select(sent, deadline).await {
+                Race::Left((result, _)) => Some(result),
+                Race::Right(((), _)) => None,
+            }
+        };
+        match answered {
+            Some(Ok(response)) => {
+                http::Response::try_from(response).map_err(|e| TransportError::Connect(e.to_string()))
+            }
+            Some(Err(e)) => Err(TransportError::Connect(e.to_string())),
+            None => {
+                controller.abort();
+                Err(TransportError::Timeout)
+            }
+        }
+    }
+
+    async fn read(&self, body: worker::Body, limit: usize) -> Result<Bytes, TransportError> {
+        Limited::new(body, limit)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| TransportError::Body(e.to_string()))
+    }
+}
+
+#[event(fetch)]
+async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<Response<ResponseBody>> {
+    let config = match load_config(&env) {
+        Ok(c) => c,
+        Err(e) => return Ok(error_response(&e)),
+    };
+    let entropy = entropy();
+    let engine = Engine::new(&config, &NoStore, &FetchClient);
+    match engine.placement(&request, entropy) {
+        Placement::Stateless => {
+            let request = match read_request(request).await {
+                Ok(r) => r,
+                Err(e) => return Ok(error_response(&e)),
+            };
+            let outcome = engine.handle(request, Ctx { now: now(), entropy }).await;
+            Ok(into_response(outcome.response))
+        }
+        Placement::Job(request_id) => {
+            let mut request = request;
+            let value = HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            request.headers_mut().insert(ENTROPY_HEADER, value);
+            let stub = env.durable_object(JOBS_BINDING)?.id_from_name(&request_id)?.get_stub()?;
+            let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
+            Ok(http::Response::try_from(response)?.map(Either::Right))
+        }
+    }
+}
+
+/// One job's Durable Object: its SQLite storage is the job's store, its alarm the sweep.
+#[allow(missing_debug_implementations)] // State and Env have no Debug
+#[durable_object]
+pub struct JobObject {
+    state: State,
+    env: Env,
+}
+
+impl JobObject {
+    fn store(&self) -> SqlStore {
+        let sql = self.state.storage().sql();
+        // Idempotent: the table is made on first use of each object.
+        let _ = sql.exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None);
+        SqlStore { sql }
+    }
+
+    /// Moves the alarm to `wake_at` if that is earlier than the one set (or none is).
+    async fn schedule(&self, wake_at: Option<Timestamp>) -> worker::Result<()> {
+        let Some(at) = wake_at else { return Ok(()) };
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await?;
+        let at_ms = i64::try_from(at.millis()).unwrap_or(i64::MAX);
+        if current.is_none_or(|c| c > at_ms) {
+            // An absolute time: `ScheduledTime::from(i64)` would be an offset from now.
+            let date = worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(at_ms as f64));
+            storage.set_alarm(worker::ScheduledTime::new(date)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl DurableObject for JobObject {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env }
+    }
+
+    async fn fetch(&self, request: worker::Request) -> worker::Result<worker::Response> {
+        let config = match load_config(&self.env) {
+            Ok(c) => c,
+            Err(e) => return worker::Response::try_from(error_response(&e)),
+        };
+        let request = http::Request::try_from(request)?;
+        let entropy = request
+            .headers()
+            .get(ENTROPY_HEADER)
+            .and_then(|v| hex::decode(v.as_bytes()).ok())
+            .and_then(|v| <[u8; 16]>::try_from(v).ok())
+            .unwrap_or_else(entropy);
+        let mut request = match read_request(request).await {
+            Ok(r) => r,
+            Err(e) => return worker::Response::try_from(error_response(&e)),
+        };
+        request.headers_mut().remove(ENTROPY_HEADER);
+        let store = self.store();
+        let engine = Engine::new(&config, &store, &FetchClient);
+        let Outcome { response, wake_at } = engine.handle(request, Ctx { now: now(), entropy }).await;
+        self.schedule(wake_at).await?;
+        worker::Response::try_from(into_response(response))
+    }
+
+    async fn alarm(&self) -> worker::Result<worker::Response> {
+        let config = match load_config(&self.env) {
+            Ok(c) => c,
+            Err(e) => return worker::Response::error(e.to_string(), 500),
+        };
+        let store = self.store();
+        let report = Engine::new(&config, &store, &FetchClient).sweep(now()).await;
+        if report.failed > 0 {
+            worker::console_error!("sweep: {} job(s) failed and stay due", report.failed);
+        }
+        self.schedule(report.wake_at).await?;
+        worker::Response::empty()
+    }
+}
+
+/// [`Store`] on the object's SQLite database. Statements run synchronously inside the
+/// object, so `INSERT ... ON CONFLICT DO NOTHING` is an atomic put-if-absent.
+struct SqlStore {
+    sql: SqlStorage,
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+fn store_error(e: worker::Error) -> StoreError {
+    StoreError::new(e.to_string())
+}
+
+fn text(bytes: Vec<u8>) -> Result<SqlStorageValue, StoreError> {
+    String::from_utf8(bytes).map(SqlStorageValue::String).map_err(|_| StoreError::new("value is not UTF-8"))
+}
+
+impl Store for SqlStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT key, value FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
+            .and_then(|c| c.to_array())
+            .map_err(store_error)?;
+        Ok(rows.into_iter().next().map(|r| r.value.into_bytes()))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.sql
+            .exec(
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                vec![SqlStorageValue::String(key.to_owned()), text(value)?],
+            )
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        let inserted: Vec<Row> = self
+            .sql
+            .exec(
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING RETURNING key",
+                vec![SqlStorageValue::String(key.to_owned()), text(value)?],
+            )
+            .and_then(|c| c.to_array())
+            .map_err(store_error)?;
+        Ok(!inserted.is_empty())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.sql
+            .exec("DELETE FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1",
+                vec![SqlStorageValue::String(prefix.to_owned())],
+            )
+            .and_then(|c| c.to_array())
+            .map_err(store_error)?;
+        Ok(rows.into_iter().map(|r| r.key).collect())
+    }
+}
