@@ -31,15 +31,16 @@ dev: setup build-worker
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy --lib --tests --target wasm32-unknown-unknown -- -D warnings
 
 test: setup build-worker lint
 	cargo test --workspace --locked
+	cargo test --lib --locked --target wasm32-unknown-unknown
 	$(MAKE) --no-print-directory sizes
 
 # Compressed and uncompressed size of the Worker's wasm, as the README states them.
 sizes:
-	@wasm=build/worker/index_bg.wasm; \
+	@wasm=build/index_bg.wasm; \
 	printf 'worker wasm: %s bytes, gzip -9: %s bytes\n' "$$(wc -c < $$wasm)" "$$(gzip -9c $$wasm | wc -c)"
 
 clean:

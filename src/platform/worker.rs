@@ -52,14 +52,16 @@ fn load_config(env: &Env) -> Result<Config, Error> {
     })
 }
 
-async fn read_request(request: HttpRequest) -> Result<Request<Bytes>, Error> {
+async fn read_request(request: HttpRequest, limit: usize) -> Result<Request<Bytes>, Error> {
     let (parts, body) = request.into_parts();
-    let bytes = Limited::new(body, MAX_REQUEST_BODY)
-        .collect()
-        .await
-        .map_err(|_| Error::PayloadTooLarge { limit: MAX_REQUEST_BODY })?
-        .to_bytes();
+    let bytes =
+        Limited::new(body, limit).collect().await.map_err(|_| Error::PayloadTooLarge { limit })?.to_bytes();
     Ok(Request::from_parts(parts, bytes))
+}
+
+/// The alarm's absolute time. (`ScheduledTime::from(i64)` would mean an offset from now.)
+fn alarm_date(at: Timestamp) -> worker::js_sys::Date {
+    worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(at.millis() as f64))
 }
 
 fn into_response(outcome_response: Response<Body<worker::Body>>) -> Response<ResponseBody> {
@@ -126,7 +128,7 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
     let engine = Engine::new(&config, &NoStore, &FetchClient);
     match engine.placement(&request, entropy) {
         Placement::Stateless => {
-            let request = match read_request(request).await {
+            let request = match read_request(request, MAX_REQUEST_BODY).await {
                 Ok(r) => r,
                 Err(e) => return Ok(error_response(&e)),
             };
@@ -167,9 +169,7 @@ impl JobObject {
         let current = storage.get_alarm().await?;
         let at_ms = i64::try_from(at.millis()).unwrap_or(i64::MAX);
         if current.is_none_or(|c| c > at_ms) {
-            // An absolute time: `ScheduledTime::from(i64)` would be an offset from now.
-            let date = worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(at_ms as f64));
-            storage.set_alarm(worker::ScheduledTime::new(date)).await?;
+            storage.set_alarm(worker::ScheduledTime::new(alarm_date(at))).await?;
         }
         Ok(())
     }
@@ -192,7 +192,7 @@ impl DurableObject for JobObject {
             .and_then(|v| hex::decode(v.as_bytes()).ok())
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .unwrap_or_else(entropy);
-        let mut request = match read_request(request).await {
+        let mut request = match read_request(request, MAX_REQUEST_BODY).await {
             Ok(r) => r,
             Err(e) => return worker::Response::try_from(error_response(&e)),
         };
@@ -289,5 +289,71 @@ impl Store for SqlStore {
             .and_then(|c| c.to_array())
             .map_err(store_error)?;
         Ok(rows.into_iter().map(|r| r.key).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+    use worker::wasm_bindgen::{JsCast, JsValue};
+
+    fn js_body(chunks: &[&[u8]]) -> worker::Body {
+        let stream = futures_util::stream::iter(chunks.iter().map(|c| Ok::<Vec<u8>, String>(c.to_vec())).collect::<Vec<_>>());
+        worker::Body::from_stream(stream).unwrap()
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        let object = worker::js_sys::Object::new();
+        for (k, v) in vars {
+            worker::js_sys::Reflect::set(&object, &JsValue::from_str(k), &JsValue::from_str(v)).unwrap();
+        }
+        object.unchecked_into()
+    }
+
+    #[wasm_bindgen_test]
+    fn alarm_dates_are_absolute_epoch_milliseconds() {
+        let at = Timestamp::from_millis(1_800_000_123_456);
+        assert_eq!(alarm_date(at).get_time(), 1_800_000_123_456.0);
+    }
+
+    #[wasm_bindgen_test]
+    fn entropy_comes_from_crypto_random() {
+        let (a, b) = (entropy(), entropy());
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 16]);
+    }
+
+    #[wasm_bindgen_test]
+    async fn request_bodies_from_js_streams_are_read_whole_and_capped() {
+        let request = http::Request::new(js_body(&[b"{\"model_input\":", b" 1}"]));
+        let read = read_request(request, 64).await.unwrap();
+        assert_eq!(read.body().as_ref(), b"{\"model_input\": 1}");
+
+        let request = http::Request::new(js_body(&[&[b'a'; 40], &[b'b'; 40]]));
+        let err = read_request(request, 64).await.unwrap_err();
+        assert_eq!(err, Error::PayloadTooLarge { limit: 64 });
+        assert_eq!(err.to_response().status(), 413);
+    }
+
+    #[wasm_bindgen_test]
+    async fn upstream_bodies_are_read_with_a_limit() {
+        let client = FetchClient;
+        assert_eq!(client.read(js_body(&[b"ok"]), 2).await.unwrap().as_ref(), b"ok");
+        assert!(matches!(client.read(js_body(&[b"too long"]), 2).await, Err(TransportError::Body(_))));
+    }
+
+    #[wasm_bindgen_test]
+    fn configuration_comes_from_vars_and_names_secrets() {
+        let doc = r#"{"public_base_url": "https://gw.example", "keys": [],
+            "models": {"m": {"upstream": "https://u.example", "api_key_secret_name": "UP_KEY"}}}"#;
+        let config = load_config(&env(&[(CONFIG_VAR, doc), ("UP_KEY", "s3cret")])).unwrap();
+        assert_eq!(config.models["m"].api_key, "s3cret");
+
+        let missing_secret = load_config(&env(&[(CONFIG_VAR, doc)])).unwrap_err();
+        assert!(matches!(&missing_secret, Error::Config { field, .. } if field == "models.m.api_key_secret_name"));
+        let missing_doc = load_config(&env(&[])).unwrap_err();
+        assert!(matches!(&missing_doc, Error::Config { field, .. } if field == CONFIG_VAR));
+        assert_eq!(missing_doc.to_response().status(), 500);
     }
 }

@@ -1,0 +1,171 @@
+//! The caller's side: a small HTTP client for the gateway, answers with their raw bytes, and
+//! [`eventually`], the only way the suite waits.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+
+/// A gateway answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics (naming the request) if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} {} -> {}: body is not JSON ({e}): {}", self.method, self.path, self.status, self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status, naming the request and showing the body when it differs.
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{} {}: expected {status}, got {}: {}", self.method, self.path, self.status, self.text());
+        self
+    }
+
+    /// Asserts a platform error: `status`, JSON `code` and a non-empty `message`, with
+    /// `error` / `error_code` mirroring them (for Baseten SDK clients).
+    pub fn expect_error(&self, status: u16, code: &str) -> Value {
+        self.expect(status);
+        let body = self.json();
+        let what = format!("{} {} -> {}: {body}", self.method, self.path, self.status);
+        assert_eq!(body["code"], code, "{what}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message missing: {what}");
+        assert_eq!(body["error"], body["message"], "error mirrors message: {what}");
+        assert_eq!(body["error_code"], body["code"], "error_code mirrors code: {what}");
+        body
+    }
+
+    /// The `request_id` of a 201 submit answer.
+    pub fn request_id(&self) -> String {
+        self.expect(201);
+        let id = self.json()["request_id"].as_str().unwrap_or_default().to_owned();
+        assert!(is_request_id(&id), "request_id must be 32 lowercase hex characters: {}", self.text());
+        id
+    }
+}
+
+pub fn is_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A request body: none, JSON, or exact bytes.
+#[derive(Debug, Clone)]
+pub enum Body {
+    None,
+    Json(Value),
+    Raw(Vec<u8>),
+}
+
+/// The gateway's HTTP client.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: String) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client");
+        Self { base, http }
+    }
+
+    /// Sends one request: `key` becomes `Authorization: Bearer <key>`; `headers` are added.
+    pub async fn send(&self, method: &str, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: Body) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let m = Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let mut req = self.http.request(m, &url);
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req.header("content-type", "application/json").body(v.to_string()),
+            Body::Raw(bytes) => req.header("content-type", "application/json").body(bytes),
+        };
+        let response = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: no answer: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: body: {e}")).to_vec();
+        Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body }
+    }
+
+    /// POST JSON with the full-scope key.
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send("POST", path, Some(crate::keys::FULL), &[], Body::Json(body)).await
+    }
+
+    /// GET with the full-scope key.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, Some(crate::keys::FULL), &[], Body::None).await
+    }
+
+    /// Async submit to `/models/demo/{target}/async_predict`; returns the request id.
+    pub async fn submit(&self, target: &str, body: Value) -> String {
+        self.post(&format!("/models/demo/{target}/async_predict"), body).await.request_id()
+    }
+
+    /// The status record of `id` (200 asserted).
+    pub async fn status(&self, id: &str) -> Value {
+        self.get(&format!("/async_request/{id}")).await.expect(200).json()
+    }
+
+    /// Queue counts of model `demo` at `target` (200 asserted).
+    pub async fn queue(&self, target: &str) -> Value {
+        self.get(&format!("/models/demo/{target}/async_queue_status")).await.expect(200).json()
+    }
+
+    /// Polls the status of `id` until `done` holds for it; returns that record.
+    pub async fn status_until(&self, id: &str, timeout: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, timeout, || async {
+            let s = self.status(id).await;
+            if done(&s) {
+                Ok(s)
+            } else {
+                Err(format!("status record: {s}"))
+            }
+        })
+        .await
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Ok`, or panics after `timeout` with the last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {:.1} s waiting for {what}; last: {last}", timeout.as_secs_f64())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

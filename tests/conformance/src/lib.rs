@@ -1,0 +1,225 @@
+//! HTTP conformance suite for edge-predict.
+//!
+//! The same scenarios run against every packaging of the gateway: the packaging is a
+//! [`Gateway`] (a base URL, a hard restart on the same persisted state, a stop). The suite
+//! starts one local Baseten-compatible upstream (`local_upstream`, in-process), one webhook
+//! receiver ([`receiver::Receiver`]) and one gateway, then runs every scenario in order, each
+//! reported as its own test (libtest-mimic). Nothing sleeps a fixed time: every wait polls
+//! with a deadline ([`client::eventually`]).
+//!
+//! A packaging's test file is a `main` that calls [`run_suite`] with a function starting its
+//! gateway from a [`GatewaySpec`]; `tests/worker.rs` is the Cloudflare Worker one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod client;
+pub mod receiver;
+pub mod scenarios;
+pub mod worker;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// A boxed, sendable future (the [`Gateway`] trait is object-safe).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One packaging of the gateway under test.
+pub trait Gateway: Send + Sync {
+    /// `http://127.0.0.1:<port>`, the same before and after a restart.
+    fn base_url(&self) -> String;
+    /// Kills the gateway at once (no graceful shutdown: SIGKILL) and starts it again on the
+    /// same port and the same persisted state; returns once it answers again.
+    fn restart_hard(&self) -> BoxFut<'_, Result<(), String>>;
+    /// Stops the gateway and everything it started. Idempotent.
+    fn stop(&self);
+}
+
+/// What a packaging needs to start its gateway.
+#[derive(Debug, Clone)]
+pub struct GatewaySpec {
+    /// The port to listen on (127.0.0.1); `config_json`'s `public_base_url` names it.
+    pub port: u16,
+    /// The configuration document (src/engine/config.rs).
+    pub config_json: String,
+    /// Secret name → value, as the configuration document names them.
+    pub secrets: Vec<(String, String)>,
+}
+
+/// The gateway keys of the test configuration (their SHA-256 is in the document).
+pub mod keys {
+    /// Every model, chain and operation.
+    pub const FULL: &str = "conformance-full-key";
+    /// Like FULL, a different key: idempotency keys are scoped per API key.
+    pub const OTHER: &str = "conformance-other-key";
+    /// Only model `demo`, only `predict` and `status`.
+    pub const NARROW: &str = "conformance-narrow-key";
+    /// Not configured at all.
+    pub const UNKNOWN: &str = "conformance-unknown-key";
+}
+
+/// Secrets shared by the gateway, the upstream and the test's own signature checks.
+pub mod secrets {
+    pub const UPSTREAM_API_KEY: &str = "conformance-upstream-key";
+    /// The upstream signs inbox deliveries with it (Baseten's `X-BASETEN-SIGNATURE`).
+    pub const BASETEN_WEBHOOK_SECRET: &str = "conformance-inbound-webhook-secret";
+    /// The gateway signs deliveries to callers with it: Baseten header over the whole
+    /// string's bytes, Standard Webhooks with the base64 key after `whsec_`.
+    pub const OUTBOUND_WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Utb3V0Ym91bmQta2V5LTAxMjM0NQ==";
+}
+
+/// Everything a scenario can reach.
+pub struct World {
+    pub gateway: Box<dyn Gateway>,
+    pub api: client::Api,
+    pub receiver: receiver::Receiver,
+    pub upstream_url: String,
+    /// A loopback port nothing listens on ("an endpoint that never answers").
+    pub closed_port: u16,
+    /// Distinguishes this run's ids (deployments, idempotency keys, hook names).
+    pub run_id: String,
+    _upstream: local_upstream::ServerHandle,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").field("gateway", &self.gateway.base_url()).field("run_id", &self.run_id).finish()
+    }
+}
+
+impl World {
+    /// A name unique to this run and call: `{prefix}-{run}-{n}`.
+    pub fn unique(&self, prefix: &str) -> String {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}-{}-{n}", self.run_id)
+    }
+}
+
+/// Binds 127.0.0.1:0, reads the port and releases it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// The test configuration document: models `demo` (the upstream) and `broken` (a closed
+/// port), chain `demo-chain`, three keys, webhook secrets and a fast delivery policy.
+pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) -> String {
+    let upstream = |path: &str| {
+        json!({"upstream": format!("{upstream_url}{path}"), "api_key_secret_name": "UPSTREAM_API_KEY",
+               "price_per_second": 0.001})
+    };
+    json!({
+        "public_base_url": format!("http://127.0.0.1:{gateway_port}"),
+        "dev_mode": true,
+        "retention_seconds": 3600,
+        "keys": [
+            {"id": "full", "sha256": sha256_hex(keys::FULL), "models": ["*"], "chains": ["*"]},
+            {"id": "other", "sha256": sha256_hex(keys::OTHER), "models": ["*"], "chains": ["*"]},
+            {"id": "narrow", "sha256": sha256_hex(keys::NARROW), "models": ["demo"],
+             "operations": ["predict", "status"]}
+        ],
+        "models": {
+            "demo": upstream("/models/demo"),
+            "broken": {"upstream": format!("http://127.0.0.1:{closed_port}/models/demo"),
+                       "api_key_secret_name": "UPSTREAM_API_KEY"}
+        },
+        "chains": {"demo-chain": upstream("/chains/demo-chain")},
+        "webhooks": {
+            "inbound_secret_names": ["BASETEN_WEBHOOK_SECRET"],
+            "outbound_secret_name": "OUTBOUND_WEBHOOK_SECRET",
+            "delivery": {"max_attempts": 4, "initial_delay_seconds": 1, "max_delay_seconds": 2}
+        }
+    })
+    .to_string()
+}
+
+/// Starts a packaging's gateway from a spec.
+pub type StartGateway = Box<dyn FnOnce(GatewaySpec) -> BoxFut<'static, Result<Box<dyn Gateway>, String>>>;
+
+/// Runs every scenario against the gateway `start` makes; exits the process with the result.
+pub fn run_suite(packaging: &str, start: StartGateway) -> ! {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // One shared gateway: scenarios run one after another, in the order listed.
+    args.test_threads = Some(1);
+    let list_only = args.list;
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("a tokio runtime"),
+    );
+    let world = if list_only {
+        None
+    } else {
+        let began = Instant::now();
+        match runtime.block_on(start_world(start)) {
+            Ok(world) => {
+                eprintln!(
+                    "conformance[{packaging}]: gateway {} up in {:.1} s",
+                    world.gateway.base_url(),
+                    began.elapsed().as_secs_f64()
+                );
+                Some(Arc::new(world))
+            }
+            Err(e) => {
+                eprintln!("conformance[{packaging}]: could not start the suite: {e}");
+                std::process::exit(101);
+            }
+        }
+    };
+    let trials = scenarios::all()
+        .into_iter()
+        .map(|(name, scenario)| {
+            let world = world.clone();
+            let runtime = Arc::clone(&runtime);
+            libtest_mimic::Trial::test(format!("{packaging}::{name}"), move || {
+                let world = world.ok_or("no world")?;
+                let began = Instant::now();
+                runtime.block_on(scenario(world));
+                eprintln!("  {name}: {:.1} s", began.elapsed().as_secs_f64());
+                Ok(())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(world) = &world {
+        world.gateway.stop();
+    }
+    drop(world);
+    conclusion.exit()
+}
+
+async fn start_world(start: StartGateway) -> Result<World, String> {
+    let receiver = receiver::Receiver::start().await?;
+    let upstream_config = local_upstream::Config {
+        api_key: secrets::UPSTREAM_API_KEY.to_owned(),
+        webhook_secrets: vec![secrets::BASETEN_WEBHOOK_SECRET.to_owned()],
+        concurrency: 1,
+        // Baseten makes two attempts; a long gap lets the second land after a gateway restart.
+        webhook_retry_gap: Duration::from_secs(20),
+        log_requests: std::env::var_os("CONFORMANCE_UPSTREAM_LOG").is_some(),
+        ..local_upstream::Config::default()
+    };
+    let upstream = local_upstream::start("127.0.0.1:0", upstream_config).await.map_err(|e| e.to_string())?;
+    let port = free_port();
+    let closed_port = free_port();
+    let spec = GatewaySpec {
+        port,
+        config_json: config_document(port, &upstream.url(), closed_port),
+        secrets: vec![
+            ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
+            ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
+            ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
+        ],
+    };
+    let gateway = start(spec).await?;
+    let api = client::Api::new(gateway.base_url());
+    let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, _upstream: upstream })
+}
