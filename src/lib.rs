@@ -28,7 +28,7 @@
 //!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]), errors ([`engine::error`]).
 //! - `platform`: thin adapters, one per target.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod engine;
 mod platform;

@@ -30,6 +30,8 @@ use super::signature::sha256;
 use super::submit::AsyncRequest;
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport};
 
+/// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
+const NEXT_SWEEP_KEY: &str = "sweep/next";
 /// A status read asks the upstream at most this often per job.
 const RECONCILE_ON_READ_MS: u64 = 1000;
 /// The longest wait between submission retries while the upstream is down.
@@ -409,6 +411,35 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             };
         }
         report
+    }
+
+    /// For platforms without alarms (Spin): remembers the earliest wake-up asked for, under
+    /// one store key, so a later request or a scheduler's `POST /_sweep` knows a sweep is due.
+    /// Best effort: a lost note only delays work until the next scheduled sweep.
+    pub async fn note_wake(&self, wake_at: Option<Timestamp>) {
+        let Some(at) = wake_at else { return };
+        let current = self.next_sweep().await;
+        if current.is_none_or(|c| at < c) {
+            let _ = self.store.put(NEXT_SWEEP_KEY, at.millis().to_string().into_bytes()).await;
+        }
+    }
+
+    /// Runs the sweep if the noted wake-up has come (see [`Engine::note_wake`]); otherwise
+    /// costs one store read. Returns the report when it ran.
+    pub async fn sweep_if_due(&self, now: Timestamp) -> Option<SweepReport> {
+        if self.next_sweep().await.is_none_or(|at| at > now) {
+            return None;
+        }
+        // Clear first: wake-ups noted while this sweep runs must survive it.
+        let _ = self.store.delete(NEXT_SWEEP_KEY).await;
+        let report = self.sweep(now).await;
+        self.note_wake(report.wake_at).await;
+        Some(report)
+    }
+
+    async fn next_sweep(&self) -> Option<Timestamp> {
+        let bytes = self.store.get(NEXT_SWEEP_KEY).await.ok()??;
+        std::str::from_utf8(&bytes).ok()?.parse().ok().map(Timestamp::from_millis)
     }
 
     /// Does what is due for one job; returns when it is next due, or `None` once it is gone.

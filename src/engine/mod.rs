@@ -123,12 +123,14 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub fn placement<B>(&self, request: &Request<B>, entropy: [u8; 16]) -> Placement {
         let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         match Route::parse(request.method(), host, request.uri().path()) {
-            Ok(Route::AsyncPredict { .. }) => Placement::Job(jobs::new_request_id(self.config, request.headers(), entropy)),
-            Ok(Route::Status { request_id, .. } | Route::Cancel { request_id, .. } | Route::WebhookInbox { request_id })
-                if jobs::is_request_id(&request_id) =>
-            {
-                Placement::Job(request_id)
+            Ok(Route::AsyncPredict { .. }) => {
+                Placement::Job(jobs::new_request_id(self.config, request.headers(), entropy))
             }
+            Ok(
+                Route::Status { request_id, .. }
+                | Route::Cancel { request_id, .. }
+                | Route::WebhookInbox { request_id },
+            ) if jobs::is_request_id(&request_id) => Placement::Job(request_id),
             _ => Placement::Stateless,
         }
     }
@@ -180,6 +182,18 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     }
                     Route::Cancel { subject, request_id } => {
                         self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
+                    }
+                    Route::Sweep => {
+                        if !key.allows_operation(op) {
+                            return Err(Error::Forbidden { message: "this key may not run the sweep".to_owned() });
+                        }
+                        let report = self.sweep(ctx.now).await;
+                        self.note_wake(report.wake_at).await;
+                        let body = serde_json::json!({
+                            "processed": report.processed, "failed": report.failed, "deleted": report.deleted,
+                            "next_sweep_at": report.wake_at.map(Timestamp::rfc3339),
+                        });
+                        done(error::json_response(StatusCode::OK, &body))
                     }
                     Route::Preflight | Route::WebhookInbox { .. } => Err(Error::NotFound { what: "route".to_owned() }),
                 }

@@ -86,6 +86,8 @@ pub enum Operation {
     Cancel,
     QueueStatus,
     Wake,
+    /// `POST /_sweep`: run due work now (for platforms without alarms).
+    Sweep,
 }
 
 /// Every request the gateway understands, parsed once.
@@ -123,6 +125,8 @@ pub enum Route {
     WebhookInbox {
         request_id: String,
     },
+    /// `POST /_sweep`: run everything due (submissions, expiry, deliveries, retention) now.
+    Sweep,
     /// `OPTIONS` on any path.
     Preflight,
 }
@@ -137,6 +141,7 @@ impl Route {
             Self::Wake { .. } => Some(Operation::Wake),
             Self::Status { .. } => Some(Operation::Status),
             Self::Cancel { .. } => Some(Operation::Cancel),
+            Self::Sweep => Some(Operation::Sweep),
             Self::WebhookInbox { .. } | Self::Preflight => None,
         }
     }
@@ -158,6 +163,10 @@ impl Route {
             None => match segments.as_slice() {
                 ["models", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Model(valid_id(id)?)), rest),
                 ["chains", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Chain(valid_id(id)?)), rest),
+                ["_sweep"] => {
+                    require(method, &Method::POST, "POST, OPTIONS")?;
+                    return Ok(Self::Sweep);
+                }
                 ["webhooks", "baseten", request_id] => {
                     require(method, &Method::POST, "POST")?;
                     return Ok(Self::WebhookInbox { request_id: (*request_id).to_owned() });
@@ -342,5 +351,7 @@ mod tests {
         assert!(matches!(parse("PUT", None, "/async_request/abc"), Err(Error::MethodNotAllowed { .. })));
         assert!(matches!(parse("GET", None, "/webhooks/baseten/abc"), Err(Error::MethodNotAllowed { .. })));
         assert_eq!(parse("OPTIONS", None, "/anything").unwrap(), Route::Preflight);
+        assert_eq!(parse("POST", None, "/_sweep").unwrap(), Route::Sweep);
+        assert!(matches!(parse("GET", None, "/_sweep"), Err(Error::MethodNotAllowed { .. })));
     }
 }

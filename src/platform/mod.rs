@@ -9,3 +9,7 @@
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod worker;
+
+#[cfg(all(target_arch = "wasm32", target_os = "wasi", feature = "spin"))]
+#[allow(unsafe_code)] // `#[http_component]` expands to the component's unsafe export glue
+mod spin;

@@ -12,8 +12,8 @@ use futures_util::future::{select, Either as Race};
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use worker::{
-    durable_object, event, AbortController, Context, Date, Delay, DurableObject, Env, Fetch, HttpRequest,
-    SqlStorage, SqlStorageValue, State,
+    durable_object, event, AbortController, Context, Date, Delay, DurableObject, Env, Fetch, HttpRequest, SqlStorage,
+    SqlStorageValue, State,
 };
 
 use crate::engine::{
@@ -43,10 +43,10 @@ fn entropy() -> [u8; 16] {
 }
 
 fn load_config(env: &Env) -> Result<Config, Error> {
-    let doc = env.var(CONFIG_VAR).map(|v| v.to_string()).map_err(|_| Error::Config {
-        field: CONFIG_VAR.to_owned(),
-        message: "the variable is not set".to_owned(),
-    })?;
+    let doc = env
+        .var(CONFIG_VAR)
+        .map(|v| v.to_string())
+        .map_err(|_| Error::Config { field: CONFIG_VAR.to_owned(), message: "the variable is not set".to_owned() })?;
     Config::parse(&doc, &|name| {
         env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
     })
@@ -54,8 +54,7 @@ fn load_config(env: &Env) -> Result<Config, Error> {
 
 async fn read_request(request: HttpRequest, limit: usize) -> Result<Request<Bytes>, Error> {
     let (parts, body) = request.into_parts();
-    let bytes =
-        Limited::new(body, limit).collect().await.map_err(|_| Error::PayloadTooLarge { limit })?.to_bytes();
+    let bytes = Limited::new(body, limit).collect().await.map_err(|_| Error::PayloadTooLarge { limit })?.to_bytes();
     Ok(Request::from_parts(parts, bytes))
 }
 
@@ -110,11 +109,7 @@ impl HttpClient for FetchClient {
     }
 
     async fn read(&self, body: worker::Body, limit: usize) -> Result<Bytes, TransportError> {
-        Limited::new(body, limit)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| TransportError::Body(e.to_string()))
+        Limited::new(body, limit).collect().await.map(|c| c.to_bytes()).map_err(|e| TransportError::Body(e.to_string()))
     }
 }
 
@@ -137,7 +132,8 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
         }
         Placement::Job(request_id) => {
             let mut request = request;
-            let value = HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
+            let value =
+                HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
             request.headers_mut().insert(ENTROPY_HEADER, value);
             let stub = env.durable_object(JOBS_BINDING)?.id_from_name(&request_id)?.get_stub()?;
             let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
@@ -299,7 +295,8 @@ mod tests {
     use worker::wasm_bindgen::{JsCast, JsValue};
 
     fn js_body(chunks: &[&[u8]]) -> worker::Body {
-        let stream = futures_util::stream::iter(chunks.iter().map(|c| Ok::<Vec<u8>, String>(c.to_vec())).collect::<Vec<_>>());
+        let stream =
+            futures_util::stream::iter(chunks.iter().map(|c| Ok::<Vec<u8>, String>(c.to_vec())).collect::<Vec<_>>());
         worker::Body::from_stream(stream).unwrap()
     }
 
