@@ -1,0 +1,223 @@
+//! The `inference` WIT export (wit/inference.wit, world `inference-provider`), for components
+//! that call the gateway in-process. Compiled for `wasm32-wasip2` with the `component` feature.
+//!
+//! Each call becomes the HTTP request the engine already understands, authenticated with the
+//! key in the `component_api_key` variable (so its scope applies as to any caller), and the
+//! answer becomes the typed record. No behaviour is decided here. After each call, due work
+//! runs as in the Spin adapter (there is no "after the response" for a call).
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
+use crate::engine::{self, Body, Ctx, Engine};
+
+mod bindings {
+    wit_bindgen::generate!({ world: "inference-provider", path: "wit" });
+}
+
+use bindings::exports::edge_predict::gateway::inference::{
+    self as api, CancelResult, Guest, JobError, JobStatus, QueueCounts, RequestStatus, SubmitOptions, Usage,
+    WebhookStatus,
+};
+
+/// The Spin variable holding the gateway API key in-process calls use.
+const KEY_VARIABLE: &str = "component_api_key";
+
+struct Gateway;
+bindings::export!(Gateway with_types_in bindings);
+
+fn error(code: &str, message: impl Into<String>, http_status: u16) -> api::Error {
+    api::Error { code: code.to_owned(), message: message.into(), http_status }
+}
+
+fn subject(s: &api::Subject) -> engine::Subject {
+    match s {
+        api::Subject::Model(id) => engine::Subject::Model(id.clone()),
+        api::Subject::Chain(id) => engine::Subject::Chain(id.clone()),
+    }
+}
+
+fn target(t: &api::Target) -> engine::Target {
+    match t {
+        api::Target::Production => engine::Target::Production,
+        api::Target::Development => engine::Target::Development,
+        api::Target::Environment(env) => engine::Target::Environment(env.clone()),
+        api::Target::Deployment(id) => engine::Target::Deployment(id.clone()),
+    }
+}
+
+fn path(s: &api::Subject, t: &api::Target, endpoint: &str) -> String {
+    let s = subject(s);
+    let kind = match s {
+        engine::Subject::Model(_) => "models",
+        engine::Subject::Chain(_) => "chains",
+    };
+    format!("/{kind}/{}/{}/{endpoint}", s.id(), target(t).path())
+}
+
+/// One engine call; 2xx bodies come back, anything else becomes an `error`.
+fn call(method: Method, path: &str, body: Bytes, idempotency_key: Option<&str>) -> Result<Bytes, api::Error> {
+    spin_sdk::http::run(async move {
+        let internal = |e: engine::Error| error(e.code(), e.message(), e.status().as_u16());
+        let config = load_config().map_err(internal)?;
+        let store = KvStore::open().map_err(|e| internal(engine::Error::Store(e)))?;
+        let key = spin_sdk::variables::get(KEY_VARIABLE)
+            .map_err(|e| error("GATEWAY_MISCONFIGURED", format!("variable {KEY_VARIABLE}: {e}"), 500))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = path.parse().map_err(|_| error("INVALID_ARGUMENT", "invalid id in path", 400))?;
+        let h = request.headers_mut();
+        let value = |v: &str| v.parse().map_err(|_| error("INVALID_ARGUMENT", "invalid header value", 400));
+        h.insert(header::AUTHORIZATION, value(&format!("Bearer {key}"))?);
+        h.insert(header::CONTENT_TYPE, value("application/json")?);
+        if let Some(k) = idempotency_key {
+            h.insert("idempotency-key", value(k)?);
+        }
+        let engine = Engine::new(&config, &store, &WasiHttp);
+        let outcome = engine.handle(request, Ctx { now: now(), entropy: entropy() }).await;
+        let (parts, body) = outcome.response.into_parts();
+        let body = match body {
+            Body::Full(b) | Body::Upstream(b) => b,
+        };
+        engine.note_wake(outcome.wake_at).await;
+        let _ = engine.sweep_if_due(now()).await;
+        if parts.status.is_success() {
+            return Ok(body);
+        }
+        Err(answer_error(parts.status, &body))
+    })
+}
+
+/// A gateway error body carries `code`/`message`; anything else is the model's own error.
+fn answer_error(status: StatusCode, body: &[u8]) -> api::Error {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match (parsed["code"].as_str(), parsed["message"].as_str()) {
+        (Some(code), Some(message)) => error(code, message, status.as_u16()),
+        _ => error("MODEL_ERROR", String::from_utf8_lossy(body), status.as_u16()),
+    }
+}
+
+fn json_of(body: &[u8]) -> Result<Value, api::Error> {
+    serde_json::from_slice(body).map_err(|e| error("UPSTREAM_PROTOCOL_ERROR", e.to_string(), 502))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+fn status_record(v: &Value) -> JobStatus {
+    let status = match v["status"].as_str().unwrap_or_default() {
+        "IN_PROGRESS" => RequestStatus::InProgress,
+        "SUCCEEDED" => RequestStatus::Succeeded,
+        "FAILED" => RequestStatus::Failed,
+        "EXPIRED" => RequestStatus::Expired,
+        "CANCELED" => RequestStatus::Canceled,
+        "WEBHOOK_FAILED" => RequestStatus::WebhookFailed,
+        _ => RequestStatus::Queued,
+    };
+    let webhook_status = match v["webhook_status"].as_str().unwrap_or_default() {
+        "PENDING" => WebhookStatus::Pending,
+        "SUCCEEDED" => WebhookStatus::Succeeded,
+        "FAILED" => WebhookStatus::Failed,
+        "CANCELED" => WebhookStatus::Canceled,
+        _ => WebhookStatus::NoWebhookProvided,
+    };
+    let subject = match v["chain_id"].as_str() {
+        Some(id) => api::Subject::Chain(id.to_owned()),
+        None => api::Subject::Model(text(&v["model_id"])),
+    };
+    let u = &v["usage"];
+    JobStatus {
+        request_id: text(&v["request_id"]),
+        subject,
+        deployment_id: v["deployment_id"].as_str().map(str::to_owned),
+        status,
+        webhook_status,
+        created_at: text(&v["created_at"]),
+        status_at: text(&v["status_at"]),
+        errors: v["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| JobError { code: text(&e["code"]), message: text(&e["message"]) }).collect())
+            .unwrap_or_default(),
+        output: v.get("output").map(Value::to_string),
+        usage: Usage {
+            time_queued_ms: u["time_queued_ms"].as_u64().unwrap_or(0),
+            time_in_progress_ms: u["time_in_progress_ms"].as_u64().unwrap_or(0),
+            attempts: u32::try_from(u["attempts"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX),
+            cost_estimate: u["cost_estimate"].as_f64().unwrap_or(0.0),
+        },
+        cancel_requested: v["cancel_requested"].as_bool().unwrap_or(false),
+    }
+}
+
+impl Guest for Gateway {
+    fn predict(subject: api::Subject, target: api::Target, input: String) -> Result<String, api::Error> {
+        let endpoint = self::subject(&subject).sync_endpoint();
+        let body = call(Method::POST, &path(&subject, &target, endpoint), Bytes::from(input), None)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn submit(
+        subject: api::Subject,
+        target: api::Target,
+        input: String,
+        options: SubmitOptions,
+    ) -> Result<String, api::Error> {
+        let model_input: Value =
+            serde_json::from_str(&input).map_err(|e| error("MALFORMED_JSON", format!("input: {e}"), 400))?;
+        let mut body = json!({ "model_input": model_input });
+        if let Some(w) = options.webhook_endpoint {
+            body["webhook_endpoint"] = w.into();
+        }
+        if let Some(p) = options.priority {
+            body["priority"] = p.into();
+        }
+        if let Some(t) = options.max_time_in_queue_seconds {
+            body["max_time_in_queue_seconds"] = t.into();
+        }
+        if let Some(r) = options.retry {
+            body["inference_retry_config"] = json!({
+                "max_attempts": r.max_attempts, "initial_delay_ms": r.initial_delay_ms, "max_delay_ms": r.max_delay_ms,
+            });
+        }
+        let endpoint = self::subject(&subject).async_endpoint();
+        let answer = call(
+            Method::POST,
+            &path(&subject, &target, endpoint),
+            Bytes::from(body.to_string()),
+            options.idempotency_key.as_deref(),
+        )?;
+        Ok(text(&json_of(&answer)?["request_id"]))
+    }
+
+    fn status(request_id: String) -> Result<JobStatus, api::Error> {
+        let body = call(Method::GET, &format!("/async_request/{request_id}"), Bytes::new(), None)?;
+        Ok(status_record(&json_of(&body)?))
+    }
+
+    fn cancel(request_id: String) -> Result<CancelResult, api::Error> {
+        let body = call(Method::DELETE, &format!("/async_request/{request_id}"), Bytes::new(), None)?;
+        let v = json_of(&body)?;
+        Ok(CancelResult {
+            request_id: text(&v["request_id"]),
+            canceled: v["canceled"].as_bool().unwrap_or(false),
+            message: text(&v["message"]),
+        })
+    }
+
+    fn wake(subject: api::Subject, target: api::Target) -> Result<(), api::Error> {
+        call(Method::POST, &path(&subject, &target, "wake"), Bytes::new(), None).map(drop)
+    }
+
+    fn queue_status(subject: api::Subject, target: api::Target) -> Result<QueueCounts, api::Error> {
+        let v = json_of(&call(Method::GET, &path(&subject, &target, "async_queue_status"), Bytes::new(), None)?)?;
+        let count = |k: &str| u32::try_from(v[k].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+        Ok(QueueCounts {
+            deployment_id: v["deployment_id"].as_str().map(str::to_owned),
+            num_queued_requests: count("num_queued_requests"),
+            num_in_progress_requests: count("num_in_progress_requests"),
+        })
+    }
+}
