@@ -552,6 +552,7 @@ fn a_job_still_queued_after_its_time_in_queue_reads_as_expired_and_is_reported()
     let s = w.status(&id);
     assert_eq!(s["status"], "EXPIRED");
     assert_eq!(s["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT");
+    assert_eq!(w.upstream_job(&id).status, "CANCELED", "the upstream will not run it later");
     let _ = w.sweep();
     let payload: Value = serde_json::from_slice(w.net.deliveries.borrow()[0].body()).unwrap();
     assert_eq!(payload["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT");
@@ -735,4 +736,30 @@ fn without_alarms_noted_wake_ups_run_the_sweep_on_a_later_request_or_the_sweep_r
     assert!(a.json()["next_sweep_at"].is_string(), "the failed delivery is retried later");
     w.send(w.request("POST", "/_sweep", None, "")).assert_error(401, "UNAUTHORIZED");
     w.send(w.request("POST", "/_sweep", Some(NARROW_KEY), "")).assert_error(403, "FORBIDDEN");
+}
+
+#[test]
+fn the_upstreams_expiry_arriving_before_ours_reads_as_expired_without_compute() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 10}));
+    w.advance_ms(10_030);
+    let timeout = json!([{"code": "MODEL_PREDICT_TIMEOUT", "message": "expired in queue"}]);
+    assert_eq!(w.send(w.inbox_delivery(&id, Value::Null, timeout, INBOUND_SECRET)).status, 200);
+    let s = w.status(&id);
+    assert_eq!(s["status"], "EXPIRED");
+    assert_eq!(s["usage"]["time_in_progress_ms"], 0);
+    assert_eq!(s["usage"]["cost_estimate"], 0.0);
+}
+
+#[test]
+fn a_signed_delivery_for_an_id_the_gateway_never_issues_is_404_not_a_retry() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let mut d = w.inbox_delivery(&id, json!("x"), json!([]), INBOUND_SECRET);
+    *d.uri_mut() = "https://gw.example/webhooks/baseten/not-a-request-id".parse().unwrap();
+    let before = w.snapshot();
+    let a = w.send(d);
+    a.assert_error(404, "REQUEST_NOT_FOUND");
+    assert!(a.headers.get("retry-after").is_none());
+    assert_eq!(w.snapshot(), before);
 }

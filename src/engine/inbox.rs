@@ -30,6 +30,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if !baseten_verify(secrets, signature, request.body()) {
             return Err(bad("X-BASETEN-SIGNATURE does not match the body"));
         }
+        if !super::jobs::is_request_id(id) {
+            // Signed, but for no job this gateway could have made: the upstream must not retry.
+            return Err(Error::RequestNotFound { request_id: id.to_owned() });
+        }
         let payload: Value = serde_json::from_slice(request.body())
             .map_err(|e| Error::MalformedJson { message: format!("webhook payload is not JSON: {e}") })?;
         let sent_at = payload["time"]
@@ -79,7 +83,10 @@ fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestam
         job.output = Some(payload["data"].clone());
         job.move_to(Status::Succeeded, now)?;
     } else {
-        job.move_to(Status::Failed, now)?;
+        // An error for a job never seen starting, after its time in queue ran out, is the
+        // upstream's expiry arriving before ours: EXPIRED, and no compute was used.
+        let expired = job.status == Status::Queued && now >= job.queue_deadline();
+        job.move_to(if expired { Status::Expired } else { Status::Failed }, now)?;
         job.errors = errors;
     }
     Ok(())

@@ -23,7 +23,7 @@ use super::auth;
 use super::clock::Timestamp;
 use super::config::{ApiKey, Config};
 use super::error::{json_response, Error};
-use super::forward::json_request;
+use super::forward::{json_request, upstream_request};
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
 use super::route::{Operation, Subject, Target};
 use super::signature::sha256;
@@ -280,6 +280,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if job.status == Status::Queued && now >= job.queue_deadline() {
             (job, ()) = self.update(&job.id, |j| j.expire_if_due(now).map(drop).map_err(Error::from)).await?;
             changed = true;
+            // Our deadline came first (clocks differ, or the upstream checks lazily): make sure
+            // the upstream does not run it later. Best effort; a failure changes nothing here.
+            let _ = self.cancel_upstream(&job).await;
         }
         let Upstream::Submitted { upstream_id: Some(upstream_id), checked_at, .. } = &job.upstream else {
             return Ok((job, changed));
@@ -288,9 +291,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Ok((job, changed));
         }
         let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job, changed)) };
-        let request = json_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), &Value::Null);
-        let mut request = request.map(|_| Bytes::new());
-        request.headers_mut().remove(http::header::CONTENT_TYPE);
+        let request = upstream_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), Bytes::new());
         let Ok((status, body)) = self.call(request).await else { return Ok((job, changed)) };
         let record: Value =
             if status.is_success() { serde_json::from_slice(&body).unwrap_or(Value::Null) } else { Value::Null };
@@ -329,21 +330,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 let canceled = job.status == Status::Canceled;
                 Ok(answer(canceled, format!("request is {}", job.status.as_str()), &job))
             }
-            (_, Upstream::Submitted { upstream_id, .. }) => {
-                let Some(upstream_id) = upstream_id else {
-                    let (job, ()) = self.update(id, request_cancel).await?;
-                    return Ok(answer(
-                        false,
-                        "the upstream has not confirmed this request yet; cancel was recorded".to_owned(),
-                        &job,
-                    ));
-                };
-                let upstream = self.config.upstream(&job.subject)?;
-                let mut request =
-                    json_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), &Value::Null);
-                *request.body_mut() = Bytes::new();
-                request.headers_mut().remove(http::header::CONTENT_TYPE);
-                let (status, body) = self.call(request).await?;
+            (_, Upstream::Submitted { upstream_id: None, .. }) => {
+                let (job, ()) = self.update(id, request_cancel).await?;
+                let message = "the upstream has not confirmed this request yet; cancel was recorded";
+                Ok(answer(false, message.to_owned(), &job))
+            }
+            (_, Upstream::Submitted { upstream_id: Some(_), .. }) => {
+                let (status, body) = self.cancel_upstream(&job).await?;
                 let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if status.is_success() && reply["canceled"] == true {
                     let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
@@ -367,6 +360,16 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 Ok(answer(false, message, &job))
             }
         }
+    }
+
+    /// Asks the upstream to cancel the job (Baseten cancels only QUEUED requests).
+    async fn cancel_upstream(&self, job: &Job) -> Result<(StatusCode, Bytes), Error> {
+        let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
+            return Err(Error::UpstreamProtocol { message: "no upstream id to cancel".to_owned() });
+        };
+        let upstream = self.config.upstream(&job.subject)?;
+        let request = upstream_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), Bytes::new());
+        self.call(request).await
     }
 
     /// Runs everything due on every live job. Failures leave a job due; they are counted.

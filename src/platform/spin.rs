@@ -72,4 +72,3 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     engine.note_wake(outcome.wake_at).await;
     let _ = engine.sweep_if_due(now()).await;
 }
-

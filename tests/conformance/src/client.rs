@@ -25,8 +25,9 @@ impl Answer {
 
     /// The body as JSON; panics (naming the request) if it is not.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{} {} -> {}: body is not JSON ({e}): {}", self.method, self.path, self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{} {} -> {}: body is not JSON ({e}): {}", self.method, self.path, self.status, self.text())
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -35,7 +36,15 @@ impl Answer {
 
     /// Asserts the status, naming the request and showing the body when it differs.
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{} {}: expected {status}, got {}: {}", self.method, self.path, self.status, self.text());
+        assert_eq!(
+            self.status,
+            status,
+            "{} {}: expected {status}, got {}: {}",
+            self.method,
+            self.path,
+            self.status,
+            self.text()
+        );
         self
     }
 
@@ -82,16 +91,20 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("an HTTP client");
+        let http =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("an HTTP client");
         Self { base, http }
     }
 
     /// Sends one request: `key` becomes `Authorization: Bearer <key>`; `headers` are added.
-    pub async fn send(&self, method: &str, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: Body) -> Answer {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Answer {
         let url = format!("{}{path}", self.base);
         let m = Method::from_bytes(method.as_bytes()).expect("a valid method");
         let mut req = self.http.request(m, &url);

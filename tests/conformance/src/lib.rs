@@ -63,6 +63,9 @@ pub mod keys {
     pub const UNKNOWN: &str = "conformance-unknown-key";
 }
 
+/// The one browser origin the narrow key may be used from.
+pub const BROWSER_ORIGIN: &str = "https://app.conformance.example";
+
 /// Secrets shared by the gateway, the upstream and the test's own signature checks.
 pub mod secrets {
     pub const UPSTREAM_API_KEY: &str = "conformance-upstream-key";
@@ -125,7 +128,7 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
             {"id": "full", "sha256": sha256_hex(keys::FULL), "models": ["*"], "chains": ["*"]},
             {"id": "other", "sha256": sha256_hex(keys::OTHER), "models": ["*"], "chains": ["*"]},
             {"id": "narrow", "sha256": sha256_hex(keys::NARROW), "models": ["demo"],
-             "operations": ["predict", "status"]}
+             "operations": ["predict", "status"], "origins": [BROWSER_ORIGIN]}
         ],
         "models": {
             "demo": upstream("/models/demo"),
@@ -173,21 +176,26 @@ pub fn run_suite(packaging: &str, start: StartGateway) -> ! {
             }
         }
     };
+    let timings: Arc<std::sync::Mutex<Vec<(String, f64)>>> = Arc::default();
     let trials = scenarios::all()
         .into_iter()
         .map(|(name, scenario)| {
             let world = world.clone();
             let runtime = Arc::clone(&runtime);
+            let timings = Arc::clone(&timings);
             libtest_mimic::Trial::test(format!("{packaging}::{name}"), move || {
                 let world = world.ok_or("no world")?;
                 let began = Instant::now();
                 runtime.block_on(scenario(world));
-                eprintln!("  {name}: {:.1} s", began.elapsed().as_secs_f64());
+                timings.lock().unwrap().push((name.to_owned(), began.elapsed().as_secs_f64()));
                 Ok(())
             })
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
+    for (name, secs) in timings.lock().unwrap().iter() {
+        eprintln!("conformance[{packaging}]: {secs:>5.1} s  {name}");
+    }
     if let Some(world) = &world {
         world.gateway.stop();
     }
@@ -220,6 +228,7 @@ async fn start_world(start: StartGateway) -> Result<World, String> {
     };
     let gateway = start(spec).await?;
     let api = client::Api::new(gateway.base_url());
-    let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let run_id =
+        format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
     Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, _upstream: upstream })
 }

@@ -1,11 +1,736 @@
-//! The scenarios. Each asserts what a user of the gateway observes.
+//! The scenarios, in the order they run. Each asserts what a user of the gateway observes:
+//! status codes, bodies, status records, webhook deliveries.
+//!
+//! Isolation: the local upstream keeps one queue per deployment and runs one job at a time in
+//! each, so a scenario that needs a queue uses its own `deployment/{unique id}` target; a
+//! "blocker" job that sleeps keeps the jobs behind it QUEUED.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{BoxFut, World};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::client::{eventually, is_request_id, Body};
+use crate::{keys, secrets, BoxFut, World};
 
 pub type Scenario = fn(Arc<World>) -> BoxFut<'static, ()>;
 
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|w| Box::pin($name(w))) as Scenario)),*]
+    };
+}
+
+/// Every scenario, in run order (the hard restart last).
 pub fn all() -> Vec<(&'static str, Scenario)> {
-    vec![]
+    scenarios![
+        sync_predict_and_run_remote_on_every_target,
+        sync_model_error_passes_through_unchanged,
+        sync_unreachable_upstream_is_a_gateway_error,
+        async_lifecycle_by_polling_alone,
+        async_chain_run_remote,
+        async_model_failure_is_failed_with_errors,
+        async_submit_survives_an_unreachable_upstream,
+        async_job_expires_in_queue,
+        idempotency_key_submits_once,
+        cancel_a_queued_job,
+        cancel_an_in_progress_job,
+        queue_status_and_wake,
+        outbound_webhook_is_signed_both_ways,
+        outbound_webhook_retried_until_delivered,
+        outbound_webhook_that_never_succeeds,
+        inbox_rejects_unsigned_and_forged_deliveries,
+        inbox_path_that_is_not_a_request_id_is_404,
+        bad_input_is_refused_and_changes_nothing,
+        cors_preflight_and_origins,
+        durability_across_a_hard_kill,
+    ]
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A deployment target of model `demo` no other scenario uses.
+fn own_target(w: &World) -> (String, String) {
+    let dep = w.unique("dep");
+    (format!("deployment/{dep}"), dep)
+}
+
+/// Submits a job that sleeps `ms` on `target`: with concurrency 1, what follows stays QUEUED.
+async fn blocker(w: &World, target: &str, ms: u64) -> String {
+    w.api.submit(target, json!({"model_input": {"sleep_ms": ms, "role": "blocker"}})).await
+}
+
+fn in_progress_ms(record: &Value) -> u64 {
+    record["usage"]["time_in_progress_ms"].as_u64().unwrap_or_default()
+}
+
+/// RFC 3339 UTC for a Unix time in seconds (civil-from-days, Howard Hinnant), without a date crate.
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A completion payload as the upstream sends it, and its valid `X-BASETEN-SIGNATURE`.
+fn signed_inbox_payload(upstream_id: &str, data: Value) -> (String, String) {
+    let body = json!({"request_id": upstream_id, "model_id": "demo", "deployment_id": "dep-demo-prod",
+                      "type": "async_request_completed", "time": rfc3339(unix_now()), "data": data, "errors": []})
+    .to_string();
+    let sig = format!("v1={}", hmac_hex(secrets::BASETEN_WEBHOOK_SECRET, body.as_bytes()));
+    (body, sig)
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+// ---------------------------------------------------------------- sync
+
+async fn sync_predict_and_run_remote_on_every_target(w: Arc<World>) {
+    let port = w.api.base.rsplit(':').next().unwrap().to_owned();
+    // Raw output unchanged: odd spacing and key order survive because the body is not re-encoded.
+    let raw = br#"{"prompt": "hi",  "z": [3, 2, 1], "a": {"nested": true}}"#;
+    for target in ["production", "development", "environments/staging", "deployment/dep-conformance"] {
+        let cases = [
+            (format!("/models/demo/{target}/predict"), None),
+            (format!("/chains/demo-chain/{target}/run_remote"), None),
+            // Host form (`model-{id}.<gateway host>`): workerd passes the Host header through.
+            (format!("/{target}/predict"), Some(format!("model-demo.localhost:{port}"))),
+            (format!("/{target}/run_remote"), Some(format!("chain-demo-chain.localhost:{port}"))),
+        ];
+        for (path, host) in cases {
+            let headers: Vec<(&str, &str)> = host.as_deref().map(|h| vec![("host", h)]).unwrap_or_default();
+            let a = w.api.send("POST", &path, Some(keys::FULL), &headers, Body::Raw(raw.to_vec())).await;
+            a.expect(200);
+            let serde_back: Value = serde_json::from_slice(raw).unwrap();
+            assert_eq!(a.json(), serde_back, "{host:?} {path}: output is the model's, no envelope");
+            let rid = a.header("x-baseten-request-id").unwrap_or_default();
+            assert!(is_request_id(rid), "{host:?} {path}: X-BASETEN-REQUEST-ID {rid:?}");
+            assert!(a.header("content-type").unwrap_or_default().starts_with("application/json"), "{path}");
+        }
+    }
+    // Bytes exactly as the model sent them (the demo model re-serializes its input compactly).
+    let a = w
+        .api
+        .send("POST", "/models/demo/production/predict", Some(keys::FULL), &[], Body::Raw(b"[1,2]".to_vec()))
+        .await;
+    assert_eq!(a.expect(200).body, b"[1,2]");
+    // The legacy `Api-Key` scheme works too.
+    let a = w
+        .api
+        .send(
+            "POST",
+            "/models/demo/production/predict",
+            None,
+            &[("authorization", &format!("Api-Key {}", keys::FULL))],
+            Body::Json(json!({"k": 1})),
+        )
+        .await;
+    assert_eq!(a.expect(200).json(), json!({"k": 1}));
+    // Host form for async submit and status too.
+    let host = format!("model-demo.localhost:{port}");
+    let headers = [("host", host.as_str())];
+    let a = w
+        .api
+        .send("POST", "/production/async_predict", Some(keys::FULL), &headers, Body::Json(json!({"model_input": 5})))
+        .await;
+    let id = a.request_id();
+    let a = w.api.send("GET", &format!("/async_request/{id}"), Some(keys::FULL), &headers, Body::None).await;
+    assert_eq!(a.expect(200).json()["model_id"], "demo");
+    let host = format!("chain-demo-chain.localhost:{port}");
+    let a = w.api.send("GET", &format!("/async_request/{id}"), Some(keys::FULL), &[("host", &host)], Body::None).await;
+    a.expect_error(404, "REQUEST_NOT_FOUND");
+    // The narrow key may predict on `demo`.
+    let a = w.api.send("POST", "/models/demo/production/predict", Some(keys::NARROW), &[], Body::Json(json!(7))).await;
+    assert_eq!(a.expect(200).json(), json!(7));
+}
+
+async fn sync_model_error_passes_through_unchanged(w: Arc<World>) {
+    for status in [422u16, 500, 503] {
+        let a = w.api.post("/models/demo/production/predict", json!({"fail_status": status})).await;
+        a.expect(status);
+        assert_eq!(a.json(), json!({"error": "demo model failure"}), "the model's own body, not a gateway error");
+        let a = w.api.post("/chains/demo-chain/development/run_remote", json!({"fail_status": status})).await;
+        assert_eq!(a.expect(status).json(), json!({"error": "demo model failure"}));
+    }
+}
+
+async fn sync_unreachable_upstream_is_a_gateway_error(w: Arc<World>) {
+    for path in ["/models/broken/production/predict", "/models/broken/environments/staging/predict"] {
+        let a = w.api.post(path, json!({"x": 1})).await;
+        let code = if a.status == 504 { "UPSTREAM_TIMEOUT" } else { "UPSTREAM_UNREACHABLE" };
+        let body = a.expect_error(if a.status == 504 { 504 } else { 502 }, code);
+        assert_eq!(a.header("retry-after"), Some("1"), "retryable: {:?}", a.headers);
+        assert!(!body.to_string().contains(&w.closed_port.to_string()), "no internals in the body: {body}");
+    }
+    w.api.post("/models/broken/production/wake", json!(null)).await.expect_error(502, "UPSTREAM_UNREACHABLE");
+    w.api.get("/models/broken/production/async_queue_status").await.expect_error(502, "UPSTREAM_UNREACHABLE");
+}
+
+// ---------------------------------------------------------------- async
+
+async fn async_lifecycle_by_polling_alone(w: Arc<World>) {
+    let (target, dep) = own_target(&w);
+    let first = blocker(&w, &target, 1500).await;
+    let input = json!({"sleep_ms": 2500, "prompt": "poll me", "n": [1, 2, 3]});
+    let id = w.api.submit(&target, json!({"model_input": input})).await;
+    assert_ne!(id, first);
+
+    let s = w.api.status(&id).await;
+    assert_eq!(s["request_id"], id);
+    assert_eq!(s["model_id"], "demo");
+    assert_eq!(s["status"], "QUEUED", "{s}");
+    assert_eq!(s["webhook_status"], "NO_WEBHOOK_PROVIDED");
+    assert_eq!(s["errors"], json!([]));
+    assert!(s.get("output").is_none(), "no output before it ran: {s}");
+    assert!(s["created_at"].as_str().is_some_and(|t| t.contains('T')), "{s}");
+    assert!(s["status_at"].is_string(), "{s}");
+
+    // Poll, recording every status seen, until it ends.
+    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let done = eventually("the job to succeed", 30 * SECOND, || {
+        let (api, id, seen) = (&w.api, &id, &seen);
+        async move {
+            let s = api.status(id).await;
+            let status = s["status"].as_str().unwrap_or_default().to_owned();
+            let mut seen = seen.lock().unwrap();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if status == "SUCCEEDED" {
+                Ok(s)
+            } else {
+                Err(format!("{s}"))
+            }
+        }
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.first().map(String::as_str), Some("QUEUED"), "seen {seen:?}");
+    assert!(seen.iter().any(|s| s == "IN_PROGRESS"), "IN_PROGRESS was observable: {seen:?}");
+    let order = ["QUEUED", "IN_PROGRESS", "SUCCEEDED"];
+    let ranks: Vec<usize> = seen.iter().map(|s| order.iter().position(|o| o == s).expect("only these")).collect();
+    assert!(ranks.windows(2).all(|p| p[0] < p[1]), "never backwards: {seen:?}");
+
+    assert_eq!(done["output"], input, "output is the demo model's echo");
+    assert_eq!(done["deployment_id"], dep);
+    assert_eq!(done["errors"], json!([]));
+    assert!(in_progress_ms(&done) > 0, "usage: {}", done["usage"]);
+    assert!(done["usage"]["time_queued_ms"].as_u64().is_some(), "usage: {}", done["usage"]);
+    // The record is stable once terminal, and reachable under the model's prefix too.
+    let again = w.api.get(&format!("/models/demo/async_request/{id}")).await.expect(200).json();
+    assert_eq!(again, done);
+    // ... but not under another subject.
+    w.api.get(&format!("/chains/demo-chain/async_request/{id}")).await.expect_error(404, "REQUEST_NOT_FOUND");
+}
+
+async fn async_chain_run_remote(w: Arc<World>) {
+    let dep = w.unique("chaindep");
+    let a = w
+        .api
+        .post(&format!("/chains/demo-chain/deployment/{dep}/async_run_remote"), json!({"model_input": {"c": 1}}))
+        .await;
+    let id = a.request_id();
+    let s = w.api.status_until(&id, 20 * SECOND, "the chain job to succeed", |s| s["status"] == "SUCCEEDED").await;
+    assert_eq!(s["chain_id"], "demo-chain", "{s}");
+    assert_eq!(s["output"], json!({"c": 1}));
+    w.api.get(&format!("/chains/demo-chain/async_request/{id}")).await.expect(200);
+}
+
+async fn async_model_failure_is_failed_with_errors(w: Arc<World>) {
+    let hook = w.unique("failed");
+    let body = json!({"model_input": {"fail_status": 422}, "webhook_endpoint": w.receiver.url(&hook)});
+    let id = w.api.submit("development", body).await;
+    let s = w.api.status_until(&id, 20 * SECOND, "the job to fail", |s| s["status"] == "FAILED").await;
+    let errors = s["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{s}");
+    assert_eq!(errors[0]["code"], "MODEL_PREDICT_ERROR", "{s}");
+    assert!(errors[0]["message"].as_str().is_some_and(|m| m.contains("422")), "{s}");
+    assert!(s.get("output").is_none(), "{s}");
+    // The caller is told too: type async_request_completed, data null, the errors.
+    let d = eventually("the failure webhook", 20 * SECOND, || async {
+        w.receiver.deliveries(&hook).into_iter().next().ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    d.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
+    let p = d.json();
+    assert_eq!(p["type"], "async_request_completed", "{p}");
+    assert_eq!(p["data"], Value::Null, "{p}");
+    assert_eq!(p["errors"][0]["code"], "MODEL_PREDICT_ERROR", "{p}");
+    w.api.status_until(&id, 10 * SECOND, "webhook SUCCEEDED", |s| s["webhook_status"] == "SUCCEEDED").await;
+}
+
+async fn async_submit_survives_an_unreachable_upstream(w: Arc<World>) {
+    // The record is durable before 201, so a submit is accepted while the upstream is down;
+    // the gateway keeps retrying the submission, and a cancel stops it before any compute.
+    let a = w.api.post("/models/broken/production/async_predict", json!({"model_input": {"x": 1}})).await;
+    let id = a.request_id();
+    let s = w.api.status(&id).await;
+    assert_eq!((s["status"].as_str(), s["model_id"].as_str()), (Some("QUEUED"), Some("broken")), "{s}");
+    assert!(s["usage"]["attempts"].as_u64() >= Some(1), "one submission attempt was made: {s}");
+    let c = w.api.send("POST", &format!("/async_request/{id}/cancel"), Some(keys::FULL), &[], Body::None).await;
+    assert_eq!(c.expect(200).json()["canceled"], true);
+    let s = w.api.status(&id).await;
+    assert_eq!(s["status"], "CANCELED", "{s}");
+    assert_eq!(in_progress_ms(&s), 0, "{s}");
+}
+
+/// Known gateway bug (reported): when the upstream's webhook for an expired request (data
+/// null, errors [MODEL_PREDICT_TIMEOUT]) reaches the inbox before the gateway's own expiry runs,
+/// the job becomes FAILED, and its usage bills the whole queue wait as compute.
+async fn async_job_expires_in_queue(w: Arc<World>) {
+    let (target, _) = own_target(&w);
+    blocker(&w, &target, 13_000).await;
+    let id = w.api.submit(&target, json!({"model_input": 1, "max_time_in_queue_seconds": 10})).await;
+    let s = w.api.status_until(&id, 20 * SECOND, "the job to leave QUEUED", |s| s["status"] != "QUEUED").await;
+    assert_eq!(s["status"], "EXPIRED", "{s}");
+    assert_eq!(s["errors"][0]["code"], "MODEL_PREDICT_TIMEOUT", "{s}");
+    assert!(s["usage"]["time_queued_ms"].as_u64() >= Some(10_000), "{s}");
+    assert_eq!(in_progress_ms(&s), 0, "it never ran: {s}");
+    assert!(s.get("output").is_none(), "{s}");
+    let q = w.api.queue(&target).await;
+    assert_eq!(q["num_queued_requests"], 0, "expired upstream too: {q}");
+}
+
+async fn idempotency_key_submits_once(w: Arc<World>) {
+    let (target, _) = own_target(&w);
+    blocker(&w, &target, 4000).await;
+    let key = w.unique("idem");
+    let body = json!({"model_input": {"idempotent": true, "sleep_ms": 200}});
+    let path = format!("/models/demo/{target}/async_predict");
+    let send = |api: crate::client::Api, path: String, key: String, body: Value| async move {
+        api.send("POST", &path, Some(keys::FULL), &[("idempotency-key", &key)], Body::Json(body)).await
+    };
+    let concurrent: Vec<_> =
+        (0..5).map(|_| tokio::spawn(send(w.api.clone(), path.clone(), key.clone(), body.clone()))).collect();
+    let mut ids = Vec::new();
+    for handle in concurrent {
+        ids.push(handle.await.unwrap().request_id());
+    }
+    for _ in 0..2 {
+        ids.push(send(w.api.clone(), path.clone(), key.clone(), body.clone()).await.request_id());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one request_id for one key: {ids:?}");
+    // The upstream saw exactly one job: behind the blocker, one is queued.
+    let q = w.api.queue(&target).await;
+    assert_eq!((q["num_queued_requests"].as_u64(), q["num_in_progress_requests"].as_u64()), (Some(1), Some(1)), "{q}");
+    // The same key with another body is a conflict, and submits nothing.
+    let other_body = json!({"model_input": {"idempotent": false}});
+    send(w.api.clone(), path.clone(), key.clone(), other_body).await.expect_error(409, "IDEMPOTENCY_KEY_REUSED");
+    // Idempotency keys are per API key: another key's same header is another job.
+    let other =
+        w.api.send("POST", &path, Some(keys::OTHER), &[("idempotency-key", &key)], Body::Json(body.clone())).await;
+    assert_ne!(other.request_id(), ids[0]);
+    let q = w.api.queue(&target).await;
+    assert_eq!(q["num_queued_requests"].as_u64(), Some(2), "{q}");
+    let s =
+        w.api.status_until(&ids[0], 30 * SECOND, "the idempotent job to succeed", |s| s["status"] == "SUCCEEDED").await;
+    assert_eq!(s["output"], body["model_input"]);
+    assert_eq!(s["usage"]["attempts"], 1, "submitted upstream once: {s}");
+}
+
+async fn cancel_a_queued_job(w: Arc<World>) {
+    let (target, _) = own_target(&w);
+    let block = blocker(&w, &target, 3000).await;
+    let hook = w.unique("canceled");
+    let a = w.api.submit(&target, json!({"model_input": {"a": 1}, "webhook_endpoint": w.receiver.url(&hook)})).await;
+    let b = w.api.submit(&target, json!({"model_input": {"b": 1}})).await;
+    assert_eq!(w.api.queue(&target).await["num_queued_requests"], 2);
+
+    let answer = w.api.send("DELETE", &format!("/async_request/{a}"), Some(keys::FULL), &[], Body::None).await;
+    let answer = answer.expect(200).json();
+    assert_eq!(
+        (answer["request_id"].as_str(), answer["canceled"].as_bool()),
+        (Some(a.as_str()), Some(true)),
+        "{answer}"
+    );
+    assert!(answer["message"].is_string(), "{answer}");
+    let answer = w.api.send("POST", &format!("/async_request/{b}/cancel"), Some(keys::FULL), &[], Body::None).await;
+    assert_eq!(answer.expect(200).json()["canceled"], true);
+
+    for id in [&a, &b] {
+        let s = w.api.status(id).await;
+        assert_eq!(s["status"], "CANCELED", "{s}");
+        assert!(s.get("output").is_none(), "{s}");
+    }
+    assert_eq!(w.api.status(&a).await["webhook_status"], "CANCELED");
+    // Stopped before compute: the upstream's queue no longer holds them.
+    let q = w.api.queue(&target).await;
+    assert_eq!((q["num_queued_requests"].as_u64(), q["num_in_progress_requests"].as_u64()), (Some(0), Some(1)), "{q}");
+    // Canceling again changes nothing.
+    let again = w.api.send("DELETE", &format!("/async_request/{a}"), Some(keys::FULL), &[], Body::None).await;
+    assert_eq!(again.expect(200).json()["canceled"], false);
+
+    // Once the blocker is done, nothing ran after it and both stay CANCELED without output.
+    w.api.status_until(&block, 30 * SECOND, "the blocker to end", |s| s["status"] == "SUCCEEDED").await;
+    let q = w.api.queue(&target).await;
+    assert_eq!((q["num_queued_requests"].as_u64(), q["num_in_progress_requests"].as_u64()), (Some(0), Some(0)), "{q}");
+    for id in [&a, &b] {
+        let s = w.api.status(id).await;
+        assert_eq!(s["status"], "CANCELED", "{s}");
+        assert!(s.get("output").is_none(), "{s}");
+        assert_eq!(in_progress_ms(&s), 0, "no compute: {s}");
+    }
+    assert!(w.receiver.deliveries(&hook).is_empty(), "a canceled job sends no webhook");
+}
+
+async fn cancel_an_in_progress_job(w: Arc<World>) {
+    let (target, _) = own_target(&w);
+    let input = json!({"sleep_ms": 2500, "running": true});
+    let id = w.api.submit(&target, json!({"model_input": input})).await;
+    w.api.status_until(&id, 20 * SECOND, "the job to be IN_PROGRESS", |s| s["status"] == "IN_PROGRESS").await;
+    let answer = w.api.send("DELETE", &format!("/async_request/{id}"), Some(keys::FULL), &[], Body::None).await;
+    let answer = answer.expect(200).json();
+    assert_eq!(answer["canceled"], false, "{answer}");
+    assert!(answer["message"].as_str().is_some_and(|m| m.contains("IN_PROGRESS")), "the reason: {answer}");
+    let s = w.api.status(&id).await;
+    assert_eq!(s["cancel_requested"], true, "{s}");
+    let done = w.api.status_until(&id, 30 * SECOND, "the job's real end", |s| s["status"] == "SUCCEEDED").await;
+    assert_eq!(done["output"], input);
+    assert_eq!(done["cancel_requested"], true);
+    assert!(in_progress_ms(&done) > 0, "billed compute shows in usage: {}", done["usage"]);
+}
+
+async fn queue_status_and_wake(w: Arc<World>) {
+    let (target, dep) = own_target(&w);
+    blocker(&w, &target, 2000).await;
+    w.api.submit(&target, json!({"model_input": {"q": 1}})).await;
+    w.api.submit(&target, json!({"model_input": {"q": 2}})).await;
+    let q = w.api.queue(&target).await;
+    assert_eq!(q["model_id"], "demo", "the gateway's id for the model: {q}");
+    assert_eq!(q["deployment_id"], dep, "{q}");
+    assert!(q["num_queued_requests"].as_u64() >= Some(1), "{q}");
+    assert_eq!(q["num_queued_requests"], 2, "{q}");
+    assert_eq!(q["num_in_progress_requests"], 1, "{q}");
+    let q = w.api.get("/chains/demo-chain/production/async_queue_status").await.expect(200).json();
+    assert_eq!(q["chain_id"], "demo-chain", "{q}");
+    for path in
+        ["/models/demo/production/wake", &format!("/models/demo/{target}/wake"), "/chains/demo-chain/development/wake"]
+    {
+        let a = w.api.send("POST", path, Some(keys::FULL), &[], Body::None).await;
+        a.expect(202);
+        assert!(a.body.is_empty(), "{path}: empty body, got {:?}", a.text());
+    }
+}
+
+// ---------------------------------------------------------------- outbound webhooks
+
+async fn outbound_webhook_is_signed_both_ways(w: Arc<World>) {
+    let hook = w.unique("signed");
+    let input = json!({"deliver": "me", "list": [1, 2]});
+    let id = w.api.submit("production", json!({"model_input": input, "webhook_endpoint": w.receiver.url(&hook)})).await;
+    let d = eventually("the delivery", 30 * SECOND, || async {
+        w.receiver.deliveries(&hook).into_iter().next().ok_or_else(|| "no delivery yet".to_owned())
+    })
+    .await;
+    d.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
+    assert_eq!(d.header("x-baseten-request-id"), id);
+    assert!(d.header("content-type").starts_with("application/json"));
+    let p = d.json();
+    assert_eq!(p["request_id"], id, "{p}");
+    assert_eq!(p["model_id"], "demo", "{p}");
+    assert_eq!(p["deployment_id"], "dep-demo-prod", "{p}");
+    assert_eq!(p["type"], "async_request_completed", "{p}");
+    assert!(p["time"].as_str().is_some_and(|t| t.contains('T')), "{p}");
+    assert_eq!(p["data"], input, "{p}");
+    assert_eq!(p["errors"], json!([]), "{p}");
+    let ts: u64 = d.header("webhook-timestamp").parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(ts.abs_diff(now) < 120, "webhook-timestamp {ts} is now ({now})");
+    let s =
+        w.api.status_until(&id, 10 * SECOND, "webhook_status SUCCEEDED", |s| s["webhook_status"] == "SUCCEEDED").await;
+    assert_eq!(s["status"], "SUCCEEDED");
+    assert_eq!(s["output"], input);
+    let attempts = s["webhook"]["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "{s}");
+    assert_eq!(attempts[0]["status_code"], 200, "{s}");
+    assert_eq!(w.receiver.deliveries(&hook).len(), 1, "delivered once");
+}
+
+async fn outbound_webhook_retried_until_delivered(w: Arc<World>) {
+    let hook = w.unique("flaky");
+    w.receiver.fail_first(&hook, 2);
+    let input = json!({"retry": "me"});
+    let id = w.api.submit("production", json!({"model_input": input, "webhook_endpoint": w.receiver.url(&hook)})).await;
+    let s =
+        w.api.status_until(&id, 30 * SECOND, "the third attempt to land", |s| s["webhook_status"] == "SUCCEEDED").await;
+    assert_eq!(s["status"], "SUCCEEDED", "{s}");
+    let codes: Vec<Value> =
+        s["webhook"]["attempts"].as_array().unwrap().iter().map(|a| a["status_code"].clone()).collect();
+    assert_eq!(codes, [json!(500), json!(500), json!(200)], "{s}");
+    let ds = w.receiver.deliveries(&hook);
+    assert_eq!(ds.iter().map(|d| d.answered).collect::<Vec<_>>(), [500, 500, 200]);
+    for d in &ds {
+        d.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
+        assert_eq!(d.header("webhook-id"), ds[0].header("webhook-id"), "webhook-id unchanged across attempts");
+        assert_eq!(d.json()["data"], input);
+    }
+    assert!(ds[1].at > ds[0].at && ds[2].at > ds[1].at);
+}
+
+async fn outbound_webhook_that_never_succeeds(w: Arc<World>) {
+    let hook = w.unique("down");
+    w.receiver.always(&hook, 503);
+    let refused = format!("http://127.0.0.1:{}/hook/nobody", w.closed_port);
+    let input = json!({"lost": "webhook"});
+    let to_503 =
+        w.api.submit("production", json!({"model_input": input, "webhook_endpoint": w.receiver.url(&hook)})).await;
+    let to_closed = w.api.submit("development", json!({"model_input": input, "webhook_endpoint": refused})).await;
+    for (id, what) in [(&to_503, "always 503"), (&to_closed, "connection refused")] {
+        let s = w.api.status_until(id, 40 * SECOND, what, |s| s["webhook_status"] == "FAILED").await;
+        assert_eq!(s["status"], "WEBHOOK_FAILED", "{what}: {s}");
+        assert_eq!(s["output"], input, "{what}: the output is still pollable: {s}");
+        let attempts = s["webhook"]["attempts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(attempts.len(), 4, "{what}: max_attempts 4: {s}");
+        if id == &to_closed {
+            assert!(attempts.iter().all(|a| a["status_code"].is_null() && a["error"].is_string()), "{s}");
+        } else {
+            assert!(attempts.iter().all(|a| a["status_code"] == 503), "{s}");
+        }
+    }
+    assert_eq!(w.receiver.deliveries(&hook).len(), 4);
+}
+
+// ---------------------------------------------------------------- inbox
+
+async fn inbox_rejects_unsigned_and_forged_deliveries(w: Arc<World>) {
+    let (target, dep) = own_target(&w);
+    let input = json!({"sleep_ms": 2000, "genuine": true});
+    let id = w.api.submit(&target, json!({"model_input": input})).await;
+    let before = w.api.status(&id).await;
+    let now = unix_now();
+    let payload = |data: Value, time: String| {
+        json!({"request_id": "0123456789abcdef0123456789abcdef", "model_id": "demo", "deployment_id": dep,
+               "type": "async_request_completed", "time": time, "data": data, "errors": []})
+        .to_string()
+    };
+    let forged = payload(json!({"forged": true}), rfc3339(now));
+    let genuine_sig = format!("v1={}", hmac_hex(secrets::BASETEN_WEBHOOK_SECRET, forged.as_bytes()));
+    let replayed_body = payload(json!({"forged": "changed"}), rfc3339(now));
+    let stale = payload(json!({"forged": "old"}), rfc3339(now - 3600));
+    let stale_sig = format!("v1={}", hmac_hex(secrets::BASETEN_WEBHOOK_SECRET, stale.as_bytes()));
+    let wrong_sig = format!("v1={}", hmac_hex("not-the-secret", forged.as_bytes()));
+    let cases: Vec<(&str, Option<String>, String, &str)> = vec![
+        ("unsigned", None, forged.clone(), "INVALID_SIGNATURE"),
+        ("wrong secret", Some(wrong_sig), forged.clone(), "INVALID_SIGNATURE"),
+        ("garbage header", Some("v1=zz,nonsense".to_owned()), forged.clone(), "INVALID_SIGNATURE"),
+        ("replayed with a changed body", Some(genuine_sig.clone()), replayed_body, "INVALID_SIGNATURE"),
+        ("correctly signed but an hour old", Some(stale_sig), stale, "STALE_WEBHOOK"),
+    ];
+    for (what, sig, body, code) in cases {
+        let headers: Vec<(&str, &str)> = sig.as_deref().map(|s| vec![("x-baseten-signature", s)]).unwrap_or_default();
+        let a =
+            w.api.send("POST", &format!("/webhooks/baseten/{id}"), None, &headers, Body::Raw(body.into_bytes())).await;
+        let b = a.expect_error(401, code);
+        assert!(b["message"].is_string(), "{what}");
+        assert!(a.header("retry-after").is_none(), "{what}: a refusal is final");
+    }
+    // Signature first: an unknown job id is refused the same way, not revealed as 404.
+    let a = w
+        .api
+        .send("POST", "/webhooks/baseten/ffffffffffffffffffffffffffffffff", None, &[], Body::Raw(forged.into_bytes()))
+        .await;
+    a.expect_error(401, "INVALID_SIGNATURE");
+    // A genuine signature for a job that does not exist: 404, nothing created.
+    let (body, sig) = signed_inbox_payload("0123456789abcdef0123456789abcdef", json!({"x": 1}));
+    let ghost = "fedcba9876543210fedcba9876543210";
+    let headers = [("x-baseten-signature", sig.as_str())];
+    let a =
+        w.api.send("POST", &format!("/webhooks/baseten/{ghost}"), None, &headers, Body::Raw(body.into_bytes())).await;
+    a.expect_error(404, "REQUEST_NOT_FOUND");
+    w.api.get(&format!("/async_request/{ghost}")).await.expect_error(404, "REQUEST_NOT_FOUND");
+
+    // Nothing was stored: the record reads as before, and the job ends with its real output.
+    let after = w.api.status(&id).await;
+    for field in ["status", "status_at", "errors", "webhook_status", "created_at"] {
+        if after["status"] == before["status"] {
+            assert_eq!(after[field], before[field], "{field}: {before} vs {after}");
+        }
+    }
+    assert!(after.get("output").is_none(), "{after}");
+    let done = w.api.status_until(&id, 30 * SECOND, "the genuine result", |s| s["status"] == "SUCCEEDED").await;
+    assert_eq!(done["output"], input, "the forged data never landed: {done}");
+}
+
+/// Known gateway bug (reported): a correctly signed delivery to an inbox path whose id is not
+/// a request id is routed as stateless (no store) and answered 503 STORE_UNAVAILABLE with
+/// `Retry-After: 1`, inviting the upstream to retry a delivery that can never succeed.
+async fn inbox_path_that_is_not_a_request_id_is_404(w: Arc<World>) {
+    let (body, sig) = signed_inbox_payload("0123456789abcdef0123456789abcdef", json!({"x": 1}));
+    let headers = [("x-baseten-signature", sig.as_str())];
+    let a =
+        w.api.send("POST", "/webhooks/baseten/not-a-request-id", None, &headers, Body::Raw(body.into_bytes())).await;
+    a.expect_error(404, "REQUEST_NOT_FOUND");
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// One row of the bad-input table: what, method, path, key, extra headers, body, the expected
+/// status and `code`, and a word the message must contain (the field it names).
+type Refusal<'a> =
+    (&'a str, &'a str, String, Option<&'a str>, Vec<(&'a str, &'a str)>, Body, u16, &'a str, Option<&'a str>);
+
+async fn bad_input_is_refused_and_changes_nothing(w: Arc<World>) {
+    // A finished job, to compare before and after.
+    let done_id = w.api.submit("environments/conformance", json!({"model_input": {"keep": "me"}})).await;
+    let done = w.api.status_until(&done_id, 20 * SECOND, "the reference job", |s| s["status"] == "SUCCEEDED").await;
+    // A blocker on our own deployment: any submit that slipped through would show as queued.
+    let (target, _) = own_target(&w);
+    blocker(&w, &target, 4000).await;
+    let submit = format!("/models/demo/{target}/async_predict");
+    let big = {
+        let mut body = br#"{"model_input": ""#.to_vec();
+        body.resize(256 * 1024 + 1 - 2, b'a');
+        body.extend_from_slice(br#""}"#);
+        assert_eq!(body.len(), 256 * 1024 + 1);
+        body
+    };
+    let raw = |s: &str| Body::Raw(s.as_bytes().to_vec());
+    let j = Body::Json;
+    let status_path = format!("/async_request/{done_id}");
+    #[rustfmt::skip]
+    let table: Vec<Refusal> = vec![
+        ("malformed JSON", "POST", submit.clone(), Some(keys::FULL), vec![], raw(r#"{"model_input": "#), 400, "MALFORMED_JSON", None),
+        ("not an object", "POST", submit.clone(), Some(keys::FULL), vec![], raw("[1]"), 400, "MALFORMED_JSON", None),
+        ("missing model_input", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"priority": 1})), 400, "INVALID_ARGUMENT", Some("model_input")),
+        ("priority 3", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "priority": 3})), 400, "INVALID_ARGUMENT", Some("priority")),
+        ("max_time_in_queue_seconds 5", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "max_time_in_queue_seconds": 5})), 400, "INVALID_ARGUMENT", Some("max_time_in_queue_seconds")),
+        ("max_attempts 11", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "inference_retry_config": {"max_attempts": 11}})), 400, "INVALID_ARGUMENT", Some("inference_retry_config.max_attempts")),
+        ("unknown field", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "webhok_endpoint": "https://x.example"})), 400, "INVALID_ARGUMENT", Some("webhok_endpoint")),
+        ("http webhook to a public host", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "webhook_endpoint": "http://hooks.example.com/x"})), 400, "INVALID_ARGUMENT", Some("webhook_endpoint")),
+        ("metadata webhook", "POST", submit.clone(), Some(keys::FULL), vec![], j(json!({"model_input": 1, "webhook_endpoint": "https://169.254.169.254/x"})), 400, "INVALID_ARGUMENT", Some("webhook_endpoint")),
+        ("bad Idempotency-Key", "POST", submit.clone(), Some(keys::FULL), vec![("idempotency-key", "has space")], j(json!({"model_input": 1})), 400, "INVALID_ARGUMENT", Some("Idempotency-Key")),
+        ("256 KiB + 1 body", "POST", submit.clone(), Some(keys::FULL), vec![], Body::Raw(big), 413, "PAYLOAD_TOO_LARGE", None),
+        ("unknown model, async", "POST", "/models/nope/production/async_predict".into(), Some(keys::FULL), vec![], j(json!({"model_input": 1})), 404, "MODEL_DOES_NOT_EXIST", Some("nope")),
+        ("unknown model, sync", "POST", "/models/nope/production/predict".into(), Some(keys::FULL), vec![], j(json!({})), 404, "MODEL_DOES_NOT_EXIST", None),
+        ("unknown chain", "POST", "/chains/nope/production/run_remote".into(), Some(keys::FULL), vec![], j(json!({})), 404, "MODEL_DOES_NOT_EXIST", None),
+        ("bad endpoint", "POST", "/models/demo/production/nope".into(), Some(keys::FULL), vec![], j(json!({})), 404, "NOT_FOUND", None),
+        ("bad target", "POST", "/models/demo/staging/predict".into(), Some(keys::FULL), vec![], j(json!({})), 404, "NOT_FOUND", None),
+        ("chain endpoint on a model", "POST", "/models/demo/production/run_remote".into(), Some(keys::FULL), vec![], j(json!({})), 404, "NOT_FOUND", None),
+        ("no route", "GET", "/nothing/here".into(), Some(keys::FULL), vec![], Body::None, 404, "NOT_FOUND", None),
+        ("unknown request id", "GET", "/async_request/0123456789abcdef0123456789abcdef".into(), Some(keys::FULL), vec![], Body::None, 404, "REQUEST_NOT_FOUND", None),
+        ("not a request id", "GET", "/async_request/not-an-id".into(), Some(keys::FULL), vec![], Body::None, 404, "REQUEST_NOT_FOUND", None),
+        ("GET on predict", "GET", "/models/demo/production/predict".into(), Some(keys::FULL), vec![], Body::None, 405, "METHOD_NOT_ALLOWED", None),
+        ("PUT on a request", "PUT", status_path.clone(), Some(keys::FULL), vec![], Body::None, 405, "METHOD_NOT_ALLOWED", None),
+        ("POST on queue status", "POST", format!("/models/demo/{target}/async_queue_status"), Some(keys::FULL), vec![], Body::None, 405, "METHOD_NOT_ALLOWED", None),
+        ("missing key", "POST", submit.clone(), None, vec![], j(json!({"model_input": 1})), 401, "UNAUTHORIZED", None),
+        ("wrong key", "POST", submit.clone(), Some(keys::UNKNOWN), vec![], j(json!({"model_input": 1})), 401, "UNAUTHORIZED", None),
+        ("Basic scheme", "GET", status_path.clone(), None, vec![("authorization", "Basic Zm9vOmJhcg==")], Body::None, 401, "UNAUTHORIZED", None),
+        ("missing key, sync", "POST", "/models/demo/production/predict".into(), None, vec![], j(json!({})), 401, "UNAUTHORIZED", None),
+        ("out-of-scope operation", "POST", submit.clone(), Some(keys::NARROW), vec![], j(json!({"model_input": 1})), 403, "FORBIDDEN", None),
+        ("out-of-scope chain", "POST", "/chains/demo-chain/production/run_remote".into(), Some(keys::NARROW), vec![], j(json!({})), 403, "FORBIDDEN", None),
+        ("out-of-scope cancel", "DELETE", status_path.clone(), Some(keys::NARROW), vec![], Body::None, 403, "FORBIDDEN", None),
+        ("out-of-scope wake", "POST", "/models/demo/production/wake".into(), Some(keys::NARROW), vec![], Body::None, 403, "FORBIDDEN", None),
+        ("out-of-scope queue status", "GET", format!("/models/demo/{target}/async_queue_status"), Some(keys::NARROW), vec![], Body::None, 403, "FORBIDDEN", None),
+    ];
+    let mut failures = Vec::new();
+    for (what, method, path, key, headers, body, status, code, mentions) in table {
+        let a = w.api.send(method, &path, key, &headers, body).await;
+        let ok = a.status == status && {
+            let b: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
+            b["code"] == code
+                && b["error_code"] == code
+                && b["message"].as_str().is_some_and(|m| !m.is_empty() && mentions.is_none_or(|f| m.contains(f)))
+                && b["error"] == b["message"]
+        };
+        if !ok {
+            failures.push(format!("{what}: {method} {path} -> {} {} (want {status} {code})", a.status, a.text()));
+        }
+        if status == 405 && a.status == 405 && a.header("allow").is_none() {
+            failures.push(format!("{what}: 405 without an Allow header"));
+        }
+    }
+    assert!(failures.is_empty(), "refusals that were wrong:\n{}", failures.join("\n"));
+
+    // Nothing changed: no job slipped into the queue, the finished job reads the same.
+    let q = w.api.queue(&target).await;
+    assert_eq!((q["num_queued_requests"].as_u64(), q["num_in_progress_requests"].as_u64()), (Some(0), Some(1)), "{q}");
+    assert_eq!(w.api.status(&done_id).await, done);
+    // The narrow key may still read statuses (its scope includes it).
+    let a = w.api.send("GET", &status_path, Some(keys::NARROW), &[], Body::None).await;
+    assert_eq!(a.expect(200).json(), done);
+}
+
+async fn cors_preflight_and_origins(w: Arc<World>) {
+    let origin = crate::BROWSER_ORIGIN;
+    let path = "/models/demo/production/predict";
+    let pre = w
+        .api
+        .send("OPTIONS", path, None, &[("origin", origin), ("access-control-request-method", "POST")], Body::None)
+        .await;
+    pre.expect(204);
+    assert!(pre.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{:?}", pre.headers);
+    assert!(
+        pre.header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")),
+        "{:?}",
+        pre.headers
+    );
+    let evil = w.api.send("OPTIONS", path, None, &[("origin", "https://evil.example")], Body::None).await;
+    evil.expect(204);
+    assert!(evil.header("access-control-allow-methods").is_none(), "{:?}", evil.headers);
+    // The real request: the allowed origin is echoed (never `*`), the request id is exposed.
+    let a = w.api.send("POST", path, Some(keys::NARROW), &[("origin", origin)], Body::Json(json!({"cors": 1}))).await;
+    assert_eq!(a.expect(200).json(), json!({"cors": 1}));
+    assert_eq!(a.header("access-control-allow-origin"), Some(origin), "{:?}", a.headers);
+    assert!(a.header("access-control-expose-headers").is_some_and(|h| h.contains("x-baseten-request-id")));
+    // A key without origins may not be used from a browser; another origin is refused.
+    let a = w.api.send("POST", path, Some(keys::FULL), &[("origin", origin)], Body::Json(json!({}))).await;
+    a.expect_error(403, "FORBIDDEN");
+    let a = w
+        .api
+        .send("POST", path, Some(keys::NARROW), &[("origin", "https://evil.example")], Body::Json(json!({})))
+        .await;
+    a.expect_error(403, "FORBIDDEN");
+    assert!(a.header("access-control-allow-origin").is_none());
+}
+
+// ---------------------------------------------------------------- durability
+
+async fn durability_across_a_hard_kill(w: Arc<World>) {
+    // Jobs on their own deployments, so they run at once. Some end while the gateway is down
+    // (the upstream's first inbox delivery fails; its second, 20 s later, must land), some
+    // after it is back; one also has a caller webhook to deliver after the restart.
+    let hook = w.unique("after-restart");
+    let mut jobs = Vec::new();
+    for (i, sleep_ms) in [500u64, 1500, 6000, 8000].into_iter().enumerate() {
+        let (target, _) = own_target(&w);
+        let input = json!({"sleep_ms": sleep_ms, "job": i});
+        let mut body = json!({"model_input": input});
+        if i == 2 {
+            body["webhook_endpoint"] = w.receiver.url(&hook).into();
+        }
+        jobs.push((w.api.submit(&target, body).await, input));
+    }
+    w.gateway.restart_hard().await.expect("the gateway restarts on its persisted state");
+    for (id, _) in &jobs {
+        let s = w.api.status(id).await;
+        assert!(["QUEUED", "IN_PROGRESS", "SUCCEEDED"].contains(&s["status"].as_str().unwrap_or_default()), "{s}");
+    }
+    for (id, input) in &jobs {
+        let s =
+            w.api.status_until(id, 60 * SECOND, "every accepted job to succeed", |s| s["status"] == "SUCCEEDED").await;
+        assert_eq!(&s["output"], input, "{s}");
+    }
+    let d = eventually("the caller's webhook after the restart", 30 * SECOND, || async {
+        w.receiver.deliveries(&hook).into_iter().next().ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    d.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
+    assert_eq!(d.json()["data"], jobs[2].1);
 }
