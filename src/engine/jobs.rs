@@ -30,6 +30,9 @@ use super::signature::sha256;
 use super::submit::AsyncRequest;
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport};
 
+/// Only one sweep runs per store at a time; a holder that died loses it after this long.
+const SWEEP_LEASE_KEY: &str = "sweep/lease";
+const SWEEP_LEASE_MS: u64 = 60_000;
 /// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
 const NEXT_SWEEP_KEY: &str = "sweep/next";
 /// A status read asks the upstream at most this often per job.
@@ -163,11 +166,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                     return Err(Error::Store(super::StoreError::new("corrupt idempotency record")));
                 };
                 id = existing_id.to_owned();
-                if self.load(&id).await?.is_some() {
-                    // A replay: same answer, nothing submitted again. A submission left pending
-                    // by a crash is the sweep's to retry; this wake-up makes it run now.
-                    let wake = self.run_due(&id, now).await.ok().flatten();
-                    return Ok(created(&id, wake));
+                if let Some(job) = self.load(&id).await? {
+                    // A replay: same answer, nothing submitted here. A submission left pending
+                    // by a crash is the sweep's to retry, at the job's next due time.
+                    return Ok(created(&id, Some(job.next_due(self.config.retention_seconds))));
                 }
                 // The first request stopped before writing the job: create it under its id.
             }
@@ -373,14 +375,49 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// Runs everything due on every live job. Failures leave a job due; they are counted.
+    ///
+    /// One sweep at a time per store: a lease (`sweep/lease`, taken with put-if-absent, good
+    /// for [`SWEEP_LEASE_MS`]) keeps concurrent instances from delivering the same webhook or
+    /// submitting the same job twice. A sweep that finds the lease taken does nothing and asks
+    /// to be woken again shortly.
     pub async fn sweep(&self, now: Timestamp) -> SweepReport {
         let mut report = SweepReport::default();
+        if !self.take_sweep_lease(now).await {
+            report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS));
+            return report;
+        }
+        self.sweep_leased(now, &mut report).await;
+        let _ = self.store.delete(SWEEP_LEASE_KEY).await;
+        report
+    }
+
+    async fn take_sweep_lease(&self, now: Timestamp) -> bool {
+        let lease = now.plus_millis(SWEEP_LEASE_MS).millis().to_string().into_bytes();
+        match self.store.put_if_absent(SWEEP_LEASE_KEY, lease.clone()).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(_) => return false,
+        }
+        // Held: take it over only if its holder died (the lease ran out).
+        let expired = match self.store.get(SWEEP_LEASE_KEY).await {
+            Ok(Some(v)) => {
+                std::str::from_utf8(&v).ok().and_then(|v| v.parse::<u64>().ok()).is_none_or(|t| t <= now.millis())
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        expired
+            && self.store.delete(SWEEP_LEASE_KEY).await.is_ok()
+            && matches!(self.store.put_if_absent(SWEEP_LEASE_KEY, lease).await, Ok(true))
+    }
+
+    async fn sweep_leased(&self, now: Timestamp, report: &mut SweepReport) {
         let ids = match self.store.list("due/").await {
             Ok(keys) => keys,
             Err(_) => {
                 report.failed = 1;
                 report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS * 60));
-                return report;
+                return;
             }
         };
         for key in ids {
@@ -413,7 +450,6 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 (a, b) => a.or(b),
             };
         }
-        report
     }
 
     /// For platforms without alarms (Spin): remembers the earliest wake-up asked for, under

@@ -59,6 +59,13 @@ fn path(s: &api::Subject, t: &api::Target, endpoint: &str) -> String {
 
 /// One engine call; 2xx bodies come back, anything else becomes an `error`.
 fn call(method: Method, path: &str, body: Bytes, idempotency_key: Option<&str>) -> Result<Bytes, api::Error> {
+    call_with(method, path, body, &[("idempotency-key", idempotency_key)])
+}
+
+fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&str>)]) -> Result<Bytes, api::Error> {
+    let path = path.to_owned();
+    let extra: Vec<(String, String)> =
+        extra.iter().filter_map(|(name, v)| v.map(|v| ((*name).to_owned(), v.to_owned()))).collect();
     spin_sdk::http::run(async move {
         let internal = |e: engine::Error| error(e.code(), e.message(), e.status().as_u16());
         let config = load_config().map_err(internal)?;
@@ -72,8 +79,10 @@ fn call(method: Method, path: &str, body: Bytes, idempotency_key: Option<&str>) 
         let value = |v: &str| v.parse().map_err(|_| error("INVALID_ARGUMENT", "invalid header value", 400));
         h.insert(header::AUTHORIZATION, value(&format!("Bearer {key}"))?);
         h.insert(header::CONTENT_TYPE, value("application/json")?);
-        if let Some(k) = idempotency_key {
-            h.insert("idempotency-key", value(k)?);
+        for (name, v) in &extra {
+            let name = http::HeaderName::try_from(name.as_str())
+                .map_err(|_| error("INVALID_ARGUMENT", "invalid header name", 400))?;
+            h.insert(name, value(v)?);
         }
         let engine = Engine::new(&config, &store, &WasiHttp);
         let outcome = engine.handle(request, Ctx { now: now(), entropy: entropy() }).await;
@@ -209,6 +218,12 @@ impl Guest for Gateway {
 
     fn wake(subject: api::Subject, target: api::Target) -> Result<(), api::Error> {
         call(Method::POST, &path(&subject, &target, "wake"), Bytes::new(), None).map(drop)
+    }
+
+    fn receive_webhook(request_id: String, baseten_signature: String, body: Vec<u8>) -> Result<(), api::Error> {
+        let path = format!("/webhooks/baseten/{request_id}");
+        call_with(Method::POST, &path, Bytes::from(body), &[("x-baseten-signature", Some(&baseten_signature))])
+            .map(drop)
     }
 
     fn queue_status(subject: api::Subject, target: api::Target) -> Result<QueueCounts, api::Error> {

@@ -23,6 +23,13 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request<Bytes>, Error
             request.headers_mut().append(name, value);
         }
     }
+    // wasi:http carries the Host in the request's authority, not among its headers; the
+    // engine reads it for the host form (`model-{id}.<gateway-host>`).
+    if let Some(authority) = incoming.authority() {
+        if let Ok(host) = http::HeaderValue::from_str(&authority) {
+            request.headers_mut().entry(http::header::HOST).or_insert(host);
+        }
+    }
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(incoming.into_body_stream());
     while let Some(chunk) = stream.next().await {

@@ -4,13 +4,15 @@
 //!
 //! - `POST /predict/{model}` with a JSON body: the model's output;
 //! - `POST /submit/{model}` with a JSON body: `{"request_id"}`;
-//! - `GET /status/{request_id}`: the job's status, output and usage.
+//! - `GET /status/{request_id}`: the job's status, output and usage;
+//! - `POST /webhooks/baseten/{request_id}`: the upstream's results, passed to the gateway
+//!   (so this component's URL is the gateway's `public_base_url`).
 
 mod bindings {
     wit_bindgen::generate!({ world: "inference-consumer", path: "../../wit" });
 }
 
-use bindings::edge_predict::gateway::inference::{self, Subject, SubmitOptions, Target};
+use bindings::edge_predict::gateway::inference::{self, RequestStatus, Subject, SubmitOptions, Target};
 use serde_json::json;
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -21,6 +23,19 @@ fn answer(status: u16, body: serde_json::Value) -> Response {
 
 fn failure(e: inference::Error) -> Response {
     answer(e.http_status, json!({ "code": e.code, "message": e.message }))
+}
+
+/// Baseten's spelling of a status.
+fn status_name(status: RequestStatus) -> &'static str {
+    match status {
+        RequestStatus::Queued => "QUEUED",
+        RequestStatus::InProgress => "IN_PROGRESS",
+        RequestStatus::Succeeded => "SUCCEEDED",
+        RequestStatus::Failed => "FAILED",
+        RequestStatus::Expired => "EXPIRED",
+        RequestStatus::Canceled => "CANCELED",
+        RequestStatus::WebhookFailed => "WEBHOOK_FAILED",
+    }
 }
 
 #[http_component]
@@ -55,13 +70,20 @@ fn handle(request: Request) -> impl IntoResponse {
                 200,
                 json!({
                     "request_id": s.request_id,
-                    "status": format!("{:?}", s.status),
+                    "status": status_name(s.status),
                     "output": s.output.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()),
                     "time_in_progress_ms": s.usage.time_in_progress_ms,
                 }),
             ),
             Err(e) => failure(e),
         },
+        (Method::Post, ["webhooks", "baseten", id]) => {
+            let signature = request.header("x-baseten-signature").and_then(|v| v.as_str()).unwrap_or_default();
+            match inference::receive_webhook(id, signature, request.body()) {
+                Ok(()) => answer(200, json!({ "request_id": id })),
+                Err(e) => failure(e),
+            }
+        }
         _ => answer(404, json!({ "code": "NOT_FOUND", "message": "try POST /predict/{model}" })),
     }
 }

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod receiver;
 pub mod scenarios;
+pub mod spin;
 pub mod worker;
 
 use std::future::Future;
