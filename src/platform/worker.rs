@@ -152,10 +152,7 @@ pub struct JobObject {
 
 impl JobObject {
     fn store(&self) -> SqlStore {
-        let sql = self.state.storage().sql();
-        // Idempotent: the table is made on first use of each object.
-        let _ = sql.exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None);
-        SqlStore { sql }
+        SqlStore { sql: self.state.storage().sql() }
     }
 
     /// Moves the alarm to `wake_at` if that is earlier than the one set (or none is).
@@ -217,8 +214,29 @@ impl DurableObject for JobObject {
 
 /// [`Store`] on the object's SQLite database. Statements run synchronously inside the
 /// object, so `INSERT ... ON CONFLICT DO NOTHING` is an atomic put-if-absent.
+///
+/// The table is created by the first write only: a read for an id that names no job (a
+/// probe, a typo) must not leave a persisted object behind.
 struct SqlStore {
     sql: SqlStorage,
+}
+
+impl SqlStore {
+    fn has_table(&self) -> Result<bool, StoreError> {
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT name AS key FROM sqlite_master WHERE type = 'table' AND name = 'kv'", None)
+            .and_then(|c| c.to_array())
+            .map_err(store_error)?;
+        Ok(!rows.is_empty())
+    }
+
+    fn create_table(&self) -> Result<(), StoreError> {
+        self.sql
+            .exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)
+            .map(drop)
+            .map_err(store_error)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -238,6 +256,9 @@ fn text(bytes: Vec<u8>) -> Result<SqlStorageValue, StoreError> {
 
 impl Store for SqlStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.has_table()? {
+            return Ok(None);
+        }
         let rows: Vec<Row> = self
             .sql
             .exec("SELECT key, value FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
@@ -247,6 +268,7 @@ impl Store for SqlStore {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.create_table()?;
         self.sql
             .exec(
                 "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -257,6 +279,7 @@ impl Store for SqlStore {
     }
 
     async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.create_table()?;
         let inserted: Vec<Row> = self
             .sql
             .exec(
@@ -269,6 +292,9 @@ impl Store for SqlStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if !self.has_table()? {
+            return Ok(());
+        }
         self.sql
             .exec("DELETE FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
             .map(drop)
@@ -276,6 +302,9 @@ impl Store for SqlStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        if !self.has_table()? {
+            return Ok(Vec::new());
+        }
         let rows: Vec<Row> = self
             .sql
             .exec(
