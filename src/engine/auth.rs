@@ -4,13 +4,18 @@
 use http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
+use super::clock::Timestamp;
 use super::config::{ApiKey, Config};
 use super::error::Error;
+use super::job::Job;
 use super::route::{Operation, Subject};
 use super::signature::sha256;
+use super::tokens::{self, TOKEN_PREFIX};
 
-/// Finds the key the request presents. 401 when absent, malformed or unknown.
-pub fn authenticate<'c>(config: &'c Config, headers: &HeaderMap) -> Result<&'c ApiKey, Error> {
+/// Finds the key the request presents: a configured key, or a browser token
+/// ([`super::tokens`]) standing for a scoped-down copy of one. 401 when absent, malformed,
+/// unknown or expired.
+pub fn authenticate(config: &Config, headers: &HeaderMap, now: Timestamp) -> Result<ApiKey, Error> {
     let unauthorized = |message: &str| Error::Unauthorized { message: message.to_owned() };
     let value = headers
         .get(header::AUTHORIZATION)
@@ -24,6 +29,9 @@ pub fn authenticate<'c>(config: &'c Config, headers: &HeaderMap) -> Result<&'c A
     if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("api-key")) || key.is_empty() {
         return Err(unauthorized("Authorization header must be 'Bearer <key>' or 'Api-Key <key>'"));
     }
+    if key.starts_with(TOKEN_PREFIX) {
+        return tokens::verify(config, key, now);
+    }
     let digest = sha256(key.as_bytes());
     // Compare against every configured key, without stopping at a match.
     let mut found = None;
@@ -32,7 +40,17 @@ pub fn authenticate<'c>(config: &'c Config, headers: &HeaderMap) -> Result<&'c A
             found = Some(candidate);
         }
     }
-    found.ok_or_else(|| unauthorized("invalid API key"))
+    found.cloned().ok_or_else(|| unauthorized("invalid API key"))
+}
+
+/// A browser token sees only the jobs it created, or the one job it is bound to.
+pub fn authorize_job(key: &ApiKey, job: &Job) -> Result<(), Error> {
+    match &key.token {
+        Some(binding) if job.key_id != key.id && binding.request_id.as_deref() != Some(job.id.as_str()) => {
+            Err(Error::Forbidden { message: "this browser token may only use its own jobs".to_owned() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// 403 unless `key` may perform `op` on `subject` from `origin` (the `Origin` header, if any).
@@ -77,17 +95,17 @@ mod tests {
     #[test]
     fn bearer_and_api_key_schemes_find_the_key() {
         let c = config();
-        assert_eq!(authenticate(&c, &headers("Bearer secret-1")).unwrap().id, "backend");
-        assert_eq!(authenticate(&c, &headers("Api-Key secret-2")).unwrap().id, "browser");
-        assert_eq!(authenticate(&c, &headers("bearer secret-2")).unwrap().id, "browser");
+        assert_eq!(authenticate(&c, &headers("Bearer secret-1"), Timestamp(0)).unwrap().id, "backend");
+        assert_eq!(authenticate(&c, &headers("Api-Key secret-2"), Timestamp(0)).unwrap().id, "browser");
+        assert_eq!(authenticate(&c, &headers("bearer secret-2"), Timestamp(0)).unwrap().id, "browser");
     }
 
     #[test]
     fn missing_malformed_and_unknown_keys_are_401() {
         let c = config();
-        assert!(matches!(authenticate(&c, &HeaderMap::new()), Err(Error::Unauthorized { .. })));
+        assert!(matches!(authenticate(&c, &HeaderMap::new(), Timestamp(0)), Err(Error::Unauthorized { .. })));
         for bad in ["secret-1", "Basic secret-1", "Bearer ", "Bearer nope", "Token secret-1"] {
-            assert!(matches!(authenticate(&c, &headers(bad)), Err(Error::Unauthorized { .. })), "{bad}");
+            assert!(matches!(authenticate(&c, &headers(bad), Timestamp(0)), Err(Error::Unauthorized { .. })), "{bad}");
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub models: BTreeMap<String, Upstream>,
     pub chains: BTreeMap<String, Upstream>,
     pub webhooks: Webhooks,
+    /// `None`: minting browser tokens is off (`POST /browser_tokens` answers 404).
+    pub browser_tokens: Option<BrowserTokens>,
 }
 
 /// One upstream deployment family (a Baseten model or chain, or anything speaking its API).
@@ -64,6 +66,34 @@ pub struct ApiKey {
     pub operations: Option<Vec<Operation>>,
     /// Browser origins allowed to use this key. Empty: no browser use.
     pub origins: Scope,
+    /// Set when the caller is a browser token minted from a key: it may only see the jobs it
+    /// created itself (or the one job it is bound to).
+    pub token: Option<TokenBinding>,
+}
+
+/// What a browser token is bound to, beyond its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBinding {
+    /// The one job this token may read and cancel, besides those it created.
+    pub request_id: Option<String>,
+}
+
+/// Short-lived browser tokens (see [`super::tokens`]).
+#[derive(Clone)]
+pub struct BrowserTokens {
+    /// Signs and verifies tokens (HMAC-SHA256). Rotating it revokes every token.
+    pub secret: String,
+    /// The longest lifetime a token may be minted with.
+    pub max_ttl_seconds: u64,
+}
+
+impl std::fmt::Debug for BrowserTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrowserTokens")
+            .field("secret", &"<redacted>")
+            .field("max_ttl_seconds", &self.max_ttl_seconds)
+            .finish()
+    }
 }
 
 /// A list of allowed names, where `"*"` allows all.
@@ -78,7 +108,7 @@ impl Scope {
         self.any || self.names.iter().any(|n| n == name)
     }
 
-    fn from_list(names: Vec<String>) -> Self {
+    pub(crate) fn from_list(names: Vec<String>) -> Self {
         Self { any: names.iter().any(|n| n == "*"), names }
     }
 }
@@ -155,6 +185,20 @@ struct Document {
     chains: BTreeMap<String, UpstreamDoc>,
     #[serde(default)]
     webhooks: WebhooksDoc,
+    #[serde(default)]
+    browser_tokens: Option<BrowserTokensDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrowserTokensDoc {
+    secret_name: String,
+    #[serde(default = "default_token_ttl")]
+    max_ttl_seconds: u64,
+}
+
+fn default_token_ttl() -> u64 {
+    3600
 }
 
 fn default_retention() -> u64 {
@@ -258,6 +302,7 @@ impl Config {
                 chains: Scope::from_list(k.chains),
                 operations: k.operations,
                 origins: Scope::from_list(k.origins),
+                token: None,
             });
         }
         let upstreams = |kind: &str, docs: BTreeMap<String, UpstreamDoc>| {
@@ -307,7 +352,22 @@ impl Config {
             ));
         }
 
+        let browser_tokens = match doc.browser_tokens {
+            None => None,
+            Some(t) => {
+                let secret = resolve("browser_tokens.secret_name".to_owned(), &t.secret_name)?;
+                if secret.len() < 32 {
+                    return Err(config_error("browser_tokens.secret_name", "the secret must be at least 32 bytes"));
+                }
+                if !(1..=86_400).contains(&t.max_ttl_seconds) {
+                    return Err(config_error("browser_tokens.max_ttl_seconds", "must be between 1 and 86400"));
+                }
+                Some(BrowserTokens { secret, max_ttl_seconds: t.max_ttl_seconds })
+            }
+        };
+
         Ok(Self {
+            browser_tokens,
             public_base_url,
             dev_mode: doc.dev_mode,
             retention_seconds: doc.retention_seconds,

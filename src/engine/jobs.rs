@@ -51,8 +51,8 @@ fn due_key(id: &str) -> String {
 /// A new job's id: random, or with an `Idempotency-Key`, derived from the key and the API
 /// key's digest (which only its holder can produce), so every retry lands on the same id and,
 /// on sharded platforms, the same place.
-pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, entropy: [u8; 16]) -> String {
-    match (auth::authenticate(config, headers), idempotency_key(headers)) {
+pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestamp, entropy: [u8; 16]) -> String {
+    match (auth::authenticate(config, headers, now), idempotency_key(headers)) {
         (Ok(key), Ok(Some(idem))) => {
             let mut material = key.sha256.to_vec();
             material.extend_from_slice(b"\nidempotency\n");
@@ -147,7 +147,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let idempotency = idempotency_key(request.headers())?;
         let now = ctx.now;
-        let mut id = new_request_id(self.config, request.headers(), ctx.entropy);
+        let mut id = new_request_id(self.config, request.headers(), now, ctx.entropy);
 
         let mut idempotency_record = None;
         if let Some(idem) = idempotency {
@@ -268,6 +268,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     ) -> Result<Outcome<H::Body>, Error> {
         let job = self.load_visible(id, subject, now).await?;
         auth::authorize(key, Operation::Status, &job.subject, origin)?;
+        auth::authorize_job(key, &job)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
         let view = job.view(now, self.price(&job.subject));
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
@@ -311,6 +312,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     ) -> Result<Outcome<H::Body>, Error> {
         let job = self.load_visible(id, subject, now).await?;
         auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
+        auth::authorize_job(key, &job)?;
         let (job, _) = self.refresh(job, now, u64::MAX).await?;
         let answer = |canceled: bool, message: String, job: &Job| Outcome {
             response: full(json_response(

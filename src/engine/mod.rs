@@ -22,6 +22,7 @@ pub mod route;
 pub mod signature;
 pub mod store;
 pub mod submit;
+pub mod tokens;
 pub mod upstream;
 
 mod delivery;
@@ -120,11 +121,11 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// Where `request` must run, decided from its head alone (method, path, headers).
     /// A submit's request id is decided here: the same `entropy` given to [`Engine::handle`]
     /// yields the same id, and an `Idempotency-Key` always yields the same id for the same key.
-    pub fn placement<B>(&self, request: &Request<B>, entropy: [u8; 16]) -> Placement {
+    pub fn placement<B>(&self, request: &Request<B>, now: Timestamp, entropy: [u8; 16]) -> Placement {
         let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         match Route::parse(request.method(), host, request.uri().path()) {
             Ok(Route::AsyncPredict { .. }) => {
-                Placement::Job(jobs::new_request_id(self.config, request.headers(), entropy))
+                Placement::Job(jobs::new_request_id(self.config, request.headers(), now, entropy))
             }
             Ok(
                 Route::Status { request_id, .. }
@@ -139,25 +140,27 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// `code` and `message`, and a refused request changes nothing in the store.
     pub async fn handle(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
         let origin = header_str(request.headers(), header::ORIGIN.as_str()).map(str::to_owned);
-        let mut outcome = match self.dispatch(request, ctx).await {
+        let cors = origin.as_deref().is_some_and(|o| self.cors_allowed(&request, o, ctx.now));
+        let mut outcome = match self.dispatch(request, ctx, cors).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome { response: full(e.to_response()), wake_at: None },
         };
         if let Some(origin) = origin {
-            self.add_cors(outcome.response.headers_mut(), &origin);
+            add_cors(outcome.response.headers_mut(), &origin, cors);
         }
         outcome
     }
 
-    async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
+    async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx, cors: bool) -> Result<Outcome<H::Body>, Error> {
         let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         let route = Route::parse(request.method(), host, request.uri().path())?;
         let done = |response: Response<Bytes>| Ok(Outcome { response: full(response), wake_at: None });
         match route {
-            Route::Preflight => done(self.preflight(request.headers())),
+            Route::Preflight => done(preflight(cors)),
             Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx.now).await,
             route => {
-                let key = auth::authenticate(self.config, request.headers())?;
+                let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
+                let key = &key;
                 let origin = header_str(request.headers(), header::ORIGIN.as_str());
                 let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
                 match route {
@@ -183,6 +186,14 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     Route::Cancel { subject, request_id } => {
                         self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
                     }
+                    Route::MintToken => {
+                        if !key.allows_operation(op) {
+                            return Err(Error::Forbidden {
+                                message: "this key may not mint browser tokens".to_owned(),
+                            });
+                        }
+                        done(tokens::mint(self.config, key, &request, ctx.now, ctx.entropy)?)
+                    }
                     Route::Sweep => {
                         if !key.allows_operation(op) {
                             return Err(Error::Forbidden { message: "this key may not run the sweep".to_owned() });
@@ -201,40 +212,50 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         }
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
-        self.config.keys.iter().any(|k| k.origins.allows(origin))
+    /// Whether `origin` may read the answer: a configured key allows it, or the request's
+    /// browser token does. A preflight carries no credentials, so with browser tokens enabled
+    /// it is answered for any origin; the real request is then checked against its token.
+    fn cors_allowed(&self, request: &Request<Bytes>, origin: &str, now: Timestamp) -> bool {
+        if self.config.keys.iter().any(|k| k.origins.allows(origin)) {
+            return true;
+        }
+        if request.method() == http::Method::OPTIONS {
+            return self.config.browser_tokens.is_some();
+        }
+        let bearer = header_str(request.headers(), header::AUTHORIZATION.as_str())
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, token)| token.trim())
+            .filter(|token| token.starts_with(tokens::TOKEN_PREFIX));
+        bearer.is_some_and(|token| tokens::verify(self.config, token, now).is_ok_and(|k| k.origins.allows(origin)))
     }
+}
 
-    /// CORS preflight, answered from configuration: allowed if any key allows the origin
-    /// (the real request is then checked against its own key's origins).
-    fn preflight(&self, headers: &HeaderMap) -> Response<Bytes> {
-        let mut response = Response::new(Bytes::new());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        if let Some(origin) = header_str(headers, header::ORIGIN.as_str()) {
-            if self.origin_allowed(origin) {
-                let h = response.headers_mut();
-                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    HeaderValue::from_static("authorization, content-type, idempotency-key"),
-                );
-                h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-            }
-        }
-        response
+/// CORS preflight, answered from configuration (see `cors_allowed`).
+fn preflight(allowed: bool) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    if allowed {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, idempotency-key"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     }
+    response
+}
 
-    /// Echoes an allowed origin (never `*`: requests carry credentials) and exposes the
-    /// headers a page needs. Disallowed origins get no CORS headers, so the browser refuses.
-    fn add_cors(&self, headers: &mut HeaderMap, origin: &str) {
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        if !self.origin_allowed(origin) {
-            return;
-        }
-        if let Ok(value) = HeaderValue::from_str(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
-        }
+/// Echoes an allowed origin (never `*`: requests carry credentials) and exposes the headers a
+/// page needs. A disallowed origin gets no CORS headers, so the browser refuses the answer.
+fn add_cors(headers: &mut HeaderMap, origin: &str, allowed: bool) {
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if !allowed {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
     }
 }
 

@@ -88,6 +88,8 @@ pub enum Operation {
     Wake,
     /// `POST /_sweep`: run due work now (for platforms without alarms).
     Sweep,
+    /// `POST /browser_tokens`: mint a short-lived browser token. Never granted to a token.
+    MintToken,
 }
 
 /// Every request the gateway understands, parsed once.
@@ -127,6 +129,8 @@ pub enum Route {
     },
     /// `POST /_sweep`: run everything due (submissions, expiry, deliveries, retention) now.
     Sweep,
+    /// `POST /browser_tokens`: a server key mints a browser token.
+    MintToken,
     /// `OPTIONS` on any path.
     Preflight,
 }
@@ -142,6 +146,7 @@ impl Route {
             Self::Status { .. } => Some(Operation::Status),
             Self::Cancel { .. } => Some(Operation::Cancel),
             Self::Sweep => Some(Operation::Sweep),
+            Self::MintToken => Some(Operation::MintToken),
             Self::WebhookInbox { .. } | Self::Preflight => None,
         }
     }
@@ -163,6 +168,10 @@ impl Route {
             None => match segments.as_slice() {
                 ["models", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Model(valid_id(id)?)), rest),
                 ["chains", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Chain(valid_id(id)?)), rest),
+                ["browser_tokens"] => {
+                    require(method, &Method::POST, "POST, OPTIONS")?;
+                    return Ok(Self::MintToken);
+                }
                 ["_sweep"] => {
                     require(method, &Method::POST, "POST, OPTIONS")?;
                     return Ok(Self::Sweep);

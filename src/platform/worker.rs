@@ -121,7 +121,7 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
     };
     let entropy = entropy();
     let engine = Engine::new(&config, &NoStore, &FetchClient);
-    match engine.placement(&request, entropy) {
+    match engine.placement(&request, now(), entropy) {
         Placement::Stateless => {
             let request = match read_request(request, MAX_REQUEST_BODY).await {
                 Ok(r) => r,

@@ -51,7 +51,8 @@ pub fn config_doc() -> Value {
             "inbound_secret_names": ["INBOUND", "OLD_INBOUND"],
             "outbound_secret_name": "OUTBOUND",
             "delivery": {"max_attempts": 5, "initial_delay_seconds": 10, "max_delay_seconds": 600}
-        }
+        },
+        "browser_tokens": {"secret_name": "TOKENS", "max_ttl_seconds": 900}
     })
 }
 
@@ -63,6 +64,7 @@ pub fn parse_config(doc: &Value) -> Config {
                 "INBOUND" => INBOUND_SECRET,
                 "OLD_INBOUND" => OLD_INBOUND_SECRET,
                 "OUTBOUND" => OUTBOUND_SECRET,
+                "TOKENS" => "browser-token-signing-secret-0123456789",
                 _ => return None,
             }
             .to_owned(),
