@@ -75,6 +75,8 @@ pub mod secrets {
     /// The gateway signs deliveries to callers with it: Baseten header over the whole
     /// string's bytes, Standard Webhooks with the base64 key after `whsec_`.
     pub const OUTBOUND_WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Utb3V0Ym91bmQta2V5LTAxMjM0NQ==";
+    /// Signs browser tokens.
+    pub const BROWSER_TOKEN_SECRET: &str = "conformance-browser-token-secret-0123456789";
 }
 
 /// Everything a scenario can reach.
@@ -141,7 +143,8 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
             "inbound_secret_names": ["BASETEN_WEBHOOK_SECRET"],
             "outbound_secret_name": "OUTBOUND_WEBHOOK_SECRET",
             "delivery": {"max_attempts": 4, "initial_delay_seconds": 1, "max_delay_seconds": 2}
-        }
+        },
+        "browser_tokens": {"secret_name": "BROWSER_TOKEN_SECRET", "max_ttl_seconds": 600}
     })
     .to_string()
 }
@@ -225,6 +228,7 @@ async fn start_world(start: StartGateway) -> Result<World, String> {
             ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
             ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
             ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
+            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
         ],
     };
     let gateway = start(spec).await?;

@@ -28,6 +28,7 @@ async fn the_consumer_calls_the_gateway_in_process_and_gets_the_models_output() 
             ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
             ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
             ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
+            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
         ],
     };
     let mut vars = variables(&spec);
