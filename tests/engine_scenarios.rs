@@ -918,6 +918,10 @@ fn minting_refuses_anything_beyond_the_keys_scope() {
         .assert_error(400, "INVALID_ARGUMENT");
     mint(&w2, NARROW_KEY, json!({"models": ["other"], "operations": ["predict"], "origins": [APP]}))
         .assert_error(400, "INVALID_ARGUMENT");
+    // A server key used from a page its origins do not list cannot mint.
+    let from_page =
+        with_origin(w.request("POST", "/browser_tokens", Some(KEY), base.to_string()), "https://evil.example");
+    w.send(from_page).assert_error(403, "FORBIDDEN");
     // A token cannot mint.
     let t = token(&w, base);
     w.send(w.request("POST", "/browser_tokens", Some(&t), "{}")).assert_error(403, "FORBIDDEN");

@@ -53,19 +53,26 @@ pub fn authorize_job(key: &ApiKey, job: &Job) -> Result<(), Error> {
     }
 }
 
-/// 403 unless `key` may perform `op` on `subject` from `origin` (the `Origin` header, if any).
-pub fn authorize(key: &ApiKey, op: Operation, subject: &Subject, origin: Option<&str>) -> Result<(), Error> {
-    let forbidden = |message: String| Err(Error::Forbidden { message });
+/// 403 unless `key` may perform `op` from `origin` (the `Origin` header, if any).
+pub fn authorize_operation(key: &ApiKey, op: Operation, origin: Option<&str>) -> Result<(), Error> {
     if !key.allows_operation(op) {
-        return forbidden(format!("this key may not use the {op:?} operation"));
+        return Err(Error::Forbidden { message: format!("this key may not use the {op:?} operation") });
     }
-    if !key.allows_subject(subject) {
-        return forbidden(format!("this key may not use {} '{}'", subject.kind(), subject.id()));
-    }
-    if let Some(origin) = origin {
-        if !key.origins.allows(origin) {
-            return forbidden(format!("this key may not be used from origin '{origin}'"));
+    match origin {
+        Some(origin) if !key.origins.allows(origin) => {
+            Err(Error::Forbidden { message: format!("this key may not be used from origin '{origin}'") })
         }
+        _ => Ok(()),
+    }
+}
+
+/// 403 unless `key` may perform `op` on `subject` from `origin`.
+pub fn authorize(key: &ApiKey, op: Operation, subject: &Subject, origin: Option<&str>) -> Result<(), Error> {
+    authorize_operation(key, op, origin)?;
+    if !key.allows_subject(subject) {
+        return Err(Error::Forbidden {
+            message: format!("this key may not use {} '{}'", subject.kind(), subject.id()),
+        });
     }
     Ok(())
 }

@@ -187,17 +187,11 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                         self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
                     }
                     Route::MintToken => {
-                        if !key.allows_operation(op) {
-                            return Err(Error::Forbidden {
-                                message: "this key may not mint browser tokens".to_owned(),
-                            });
-                        }
+                        auth::authorize_operation(key, op, origin)?;
                         done(tokens::mint(self.config, key, &request, ctx.now, ctx.entropy)?)
                     }
                     Route::Sweep => {
-                        if !key.allows_operation(op) {
-                            return Err(Error::Forbidden { message: "this key may not run the sweep".to_owned() });
-                        }
+                        auth::authorize_operation(key, op, origin)?;
                         let report = self.sweep(ctx.now).await;
                         self.note_wake(report.wake_at).await;
                         let body = serde_json::json!({
