@@ -24,6 +24,9 @@ setup:
 	cargo install worker-build --version $(WORKER_BUILD_VERSION) --locked
 	cargo install wac-cli --version $(WAC_VERSION) --locked
 	cargo build --release -p local-upstream
+	@# Debian's Chromium for the browser tests (a test tool's own browser download fails here).
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 build-worker:
 	worker-build --release

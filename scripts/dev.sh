@@ -29,6 +29,12 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 
+# Play the backend: mint a browser token for the demo page with the server key.
+token=$(curl -fs -H 'Authorization: Bearer dev-key' -d '{"models": ["demo"], "chains": ["demo-chain"],
+  "operations": ["predict", "async_predict", "status", "cancel", "wake"],
+  "origins": ["http://127.0.0.1:'"$GATEWAY_PORT"'"], "ttl_seconds": 3600}' \
+  "http://127.0.0.1:$GATEWAY_PORT/browser_tokens" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token))')
+
 cat <<MSG
 
   edge-predict is running.
@@ -42,6 +48,9 @@ cat <<MSG
     curl -s -H 'Authorization: Bearer dev-key' -d '{"model_input": {"prompt": "hello"}}' \\
       http://127.0.0.1:$GATEWAY_PORT/models/demo/production/async_predict
     curl -s -H 'Authorization: Bearer dev-key' http://127.0.0.1:$GATEWAY_PORT/async_request/<request_id>
+
+  Demo page (valid for an hour; restart for a new token):
+    http://127.0.0.1:$GATEWAY_PORT/demo/#token=$token
 
   Ctrl-C stops both servers.
 MSG

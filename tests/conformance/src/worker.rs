@@ -48,6 +48,12 @@ impl WorkerGateway {
         let mut doc: toml::Table = toml_text.parse().map_err(|e| format!("wrangler.toml: {e}"))?;
         doc.remove("build");
         doc.insert("main".to_owned(), toml::Value::String(main.display().to_string()));
+        if let Some(assets) = doc.get_mut("assets").and_then(|a| a.as_table_mut()) {
+            if let Some(dir) = assets.get("directory").and_then(|d| d.as_str()) {
+                let absolute = root.join(dir).display().to_string();
+                assets.insert("directory".to_owned(), toml::Value::String(absolute));
+            }
+        }
         let vars = doc.entry("vars").or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let vars = vars.as_table_mut().ok_or("wrangler.toml: vars is not a table")?;
         vars.insert("EDGE_PREDICT_CONFIG".to_owned(), toml::Value::String(spec.config_json.clone()));

@@ -1,0 +1,95 @@
+//! The demo page in headless Chromium (Debian's `chromium`, driven by playwright-core) against
+//! the Worker in workerd with the local upstream, as in the quick start: a person loads the
+//! page, runs a sync predict, watches an async job reach SUCCEEDED, cancels a queued job. Then
+//! a page on another origin tries the gateway with a token not minted for it, and the browser's
+//! own CORS check refuses it. Screenshots land in target/browser-artifacts/.
+//!
+//! Needs `make build-worker`, `npm install` and /usr/bin/chromium (`make setup` installs all).
+
+use std::time::Duration;
+
+use axum::response::Html;
+use conformance::worker::{repo_root, WorkerGateway};
+use conformance::{config_document, free_port, keys, secrets, Gateway, GatewaySpec};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_uses_the_demo_page_and_another_origin_is_refused() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: run `make setup`");
+    let upstream = local_upstream::start(
+        "127.0.0.1:0",
+        local_upstream::Config {
+            api_key: secrets::UPSTREAM_API_KEY.to_owned(),
+            webhook_secrets: vec![secrets::BASETEN_WEBHOOK_SECRET.to_owned()],
+            ..local_upstream::Config::default()
+        },
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let spec = GatewaySpec {
+        port,
+        config_json: config_document(port, &upstream.url(), free_port()),
+        secrets: vec![
+            ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
+            ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
+            ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
+            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
+        ],
+    };
+    let gateway = WorkerGateway::start(spec).await.unwrap();
+    let base = gateway.base_url();
+
+    // The backend's part: mint a browser token for the page's origin (the gateway's own).
+    let minted: Value = reqwest::Client::new()
+        .post(format!("{base}/browser_tokens"))
+        .bearer_auth(keys::FULL)
+        .json(&json!({"models": ["demo"], "operations": ["predict", "async_predict", "status", "cancel", "wake"],
+            "origins": [base], "ttl_seconds": 300}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["token"].as_str().unwrap().to_owned();
+
+    // Another origin's page that tries the gateway with that token.
+    let cross_page = format!(
+        r#"<!doctype html><p id="result"></p><script>
+fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
+  headers: {{ Authorization: "Bearer " + {token:?}, "Content-Type": "application/json" }}, body: "{{}}" }})
+  .then(r => r.text()).then(t => document.getElementById("result").textContent = "read: " + t)
+  .catch(e => document.getElementById("result").textContent = "blocked: " + e.name);
+</script>"#,
+        gateway = base,
+        token = token
+    );
+    let app = axum::Router::new().route("/", axum::routing::get(move || async move { Html(cross_page) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cross_url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let root = repo_root();
+    let artifacts = root.join("target/browser-artifacts");
+    let node = root.join("node_modules/.bin/node");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&node)
+            .current_dir(&root)
+            .env("CHROMIUM", &chromium)
+            .arg("tests/browser/demo.mjs")
+            .args([&base, &token, &cross_url, &artifacts.display().to_string()])
+            .output(),
+    )
+    .await
+    .expect("the browser run finishes within 120 s")
+    .expect("node runs");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    server.abort();
+    gateway.stop();
+    assert!(output.status.success(), "the browser test failed ({})", output.status);
+    assert!(artifacts.join("demo.png").is_file());
+}
