@@ -957,3 +957,66 @@ fn a_browser_tokens_own_origins_pass_the_browsers_cors_check() {
     server_key.assert_error(403, "FORBIDDEN");
     assert!(server_key.headers.get("access-control-allow-origin").is_none());
 }
+
+// ---------- long-poll ----------
+
+/// Sleeping advances the world's clock; at `fail_at` the upstream reports the job FAILED.
+struct HandClock<'w> {
+    world: &'w World,
+    job: String,
+    fail_at: u64,
+    sleeps: std::cell::Cell<u32>,
+}
+
+impl edge_predict::engine::Timer for HandClock<'_> {
+    fn now(&self) -> edge_predict::engine::Timestamp {
+        self.world.now()
+    }
+
+    async fn sleep_until(&self, at: edge_predict::engine::Timestamp) {
+        self.sleeps.set(self.sleeps.get() + 1);
+        self.world.advance_ms(at.millis_since(self.world.now()));
+        if self.world.now.get() >= self.fail_at && self.world.upstream_job(&self.job).status != "FAILED" {
+            self.world.set_upstream_status(&self.job, "FAILED");
+        }
+    }
+}
+
+fn held(w: &World, clock: &HandClock<'_>, path: &str) -> support::Answer {
+    let outcome = pollster::block_on(w.engine().handle_held(w.request("GET", path, Some(KEY), ""), [7; 16], clock));
+    assert_eq!(outcome.hold_until, None, "a held answer is final");
+    let (parts, body) = outcome.response.into_parts();
+    let body = match body {
+        edge_predict::engine::Body::Full(b) | edge_predict::engine::Body::Upstream(b) => b,
+    };
+    support::Answer { status: parts.status, headers: parts.headers, body }
+}
+
+#[test]
+fn a_long_poll_answers_when_the_job_ends_or_when_the_wait_runs_out() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let start = w.now.get();
+    let clock = HandClock { world: &w, job: id.clone(), fail_at: start + 3_000, sleeps: Default::default() };
+    let a = held(&w, &clock, &format!("/async_request/{id}?wait=20"));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["status"], "FAILED", "answered as soon as the job ended");
+    assert!(clock.sleeps.get() > 1);
+    assert!(w.now.get() - start < 20_000, "not held to the end of the wait");
+
+    // Nothing happens: the answer comes when the wait is over, still QUEUED.
+    let other = w.submit(json!({"model_input": 2}));
+    let start = w.now.get();
+    let clock = HandClock { world: &w, job: other.clone(), fail_at: u64::MAX, sleeps: Default::default() };
+    let a = held(&w, &clock, &format!("/async_request/{other}?wait=5"));
+    assert_eq!(a.json()["status"], "QUEUED");
+    assert_eq!(w.now.get() - start, 5_000);
+
+    // Without `wait`, or on any other route, the answer is immediate.
+    let clock = HandClock { world: &w, job: other.clone(), fail_at: u64::MAX, sleeps: Default::default() };
+    assert_eq!(held(&w, &clock, &format!("/async_request/{other}")).json()["status"], "QUEUED");
+    assert_eq!(clock.sleeps.get(), 0);
+    for bad in ["31", "-1", "soon"] {
+        w.call("GET", &format!("/async_request/{other}?wait={bad}"), Value::Null).assert_error(400, "INVALID_ARGUMENT");
+    }
+}

@@ -72,7 +72,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 response.headers_mut().insert(HeaderName::from_static(name), value.clone());
             }
         }
-        Ok(Outcome { response, wake_at: None })
+        Ok(Outcome::new(response, None))
     }
 
     /// `GET .../async_queue_status`: the upstream's counts, under the gateway's id for the subject.

@@ -48,10 +48,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             payload["request_id"].as_str().ok_or_else(|| Error::invalid("request_id", "is required"))?.to_owned();
         let (job, ()) = self.update(id, |job| apply_result(job, &upstream_id, &payload, now)).await?;
         let body = json!({ "request_id": job.id, "status": job.status.as_str() });
-        Ok(Outcome {
-            response: full(json_response(StatusCode::OK, &body)),
-            wake_at: Some(job.next_due(self.config.retention_seconds)),
-        })
+        Ok(Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds))))
     }
 }
 

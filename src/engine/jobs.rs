@@ -33,6 +33,8 @@ use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport};
 /// Only one sweep runs per store at a time; a holder that died loses it after this long.
 const SWEEP_LEASE_KEY: &str = "sweep/lease";
 const SWEEP_LEASE_MS: u64 = 60_000;
+/// How often a held long-poll looks at its job again.
+const LONG_POLL_STEP_MS: u64 = 500;
 /// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
 const NEXT_SWEEP_KEY: &str = "sweep/next";
 /// A status read asks the upstream at most this often per job.
@@ -69,7 +71,7 @@ pub(crate) fn is_request_id(id: &str) -> bool {
 }
 
 fn created<B>(id: &str, wake_at: Option<Timestamp>) -> Outcome<B> {
-    Outcome { response: full(json_response(StatusCode::CREATED, &json!({ "request_id": id }))), wake_at }
+    Outcome::new(full(json_response(StatusCode::CREATED, &json!({ "request_id": id }))), wake_at)
 }
 
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters.
@@ -264,15 +266,23 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         origin: Option<&str>,
         subject: Option<&Subject>,
         id: &str,
-        now: Timestamp,
+        ctx: Ctx,
+        wait_ms: u64,
     ) -> Result<Outcome<H::Body>, Error> {
+        let now = ctx.now;
         let job = self.load_visible(id, subject, now).await?;
         auth::authorize(key, Operation::Status, &job.subject, origin)?;
         auth::authorize_job(key, &job)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
         let view = job.view(now, self.price(&job.subject));
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
-        Ok(Outcome { response: full(json_response(StatusCode::OK, &view)), wake_at })
+        let mut outcome = Outcome::new(full(json_response(StatusCode::OK, &view)), wake_at);
+        // A long-poll: until the job ends or the wait is over, ask again shortly.
+        let deadline = ctx.received_at.plus_millis(wait_ms);
+        if !job.status.is_terminal() && now < deadline {
+            outcome.hold_until = Some(now.plus_millis(LONG_POLL_STEP_MS).min(deadline));
+        }
+        Ok(outcome)
     }
 
     /// Applies queue expiry and, if the last check is older than `min_interval_ms`, the
@@ -314,12 +324,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
         auth::authorize_job(key, &job)?;
         let (job, _) = self.refresh(job, now, u64::MAX).await?;
-        let answer = |canceled: bool, message: String, job: &Job| Outcome {
-            response: full(json_response(
-                StatusCode::OK,
-                &json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() }),
-            )),
-            wake_at: Some(job.next_due(self.config.retention_seconds)),
+        let answer = |canceled: bool, message: String, job: &Job| {
+            let body =
+                json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() });
+            Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds)))
         };
         let in_progress_message =
             "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";

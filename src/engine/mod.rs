@@ -59,6 +59,21 @@ pub enum Placement {
 pub struct Ctx {
     pub now: Timestamp,
     pub entropy: [u8; 16],
+    /// When the request arrived; differs from `now` only while a long-poll is held.
+    pub received_at: Timestamp,
+}
+
+impl Ctx {
+    pub fn new(now: Timestamp, entropy: [u8; 16]) -> Self {
+        Self { now, entropy, received_at: now }
+    }
+}
+
+/// A clock and a sleep, for adapters that can hold a connection open ([`Engine::handle_held`]).
+#[allow(async_fn_in_trait)] // single-threaded wasm: no Send bound wanted
+pub trait Timer {
+    fn now(&self) -> Timestamp;
+    async fn sleep_until(&self, at: Timestamp);
 }
 
 /// A response body: bytes the engine made, or the upstream's body passed through unread
@@ -79,6 +94,15 @@ pub enum Body<B> {
 pub struct Outcome<B> {
     pub response: Response<Body<B>>,
     pub wake_at: Option<Timestamp>,
+    /// A long-poll whose answer may still change: an adapter that can hold the connection asks
+    /// again at this time ([`Engine::handle_held`] does); one that cannot sends `response`.
+    pub hold_until: Option<Timestamp>,
+}
+
+impl<B> Outcome<B> {
+    pub(crate) fn new(response: Response<Body<B>>, wake_at: Option<Timestamp>) -> Self {
+        Self { response, wake_at, hold_until: None }
+    }
 }
 
 /// What a sweep did and when the next one is due.
@@ -143,7 +167,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let cors = origin.as_deref().is_some_and(|o| self.cors_allowed(&request, o, ctx.now));
         let mut outcome = match self.dispatch(request, ctx, cors).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome { response: full(e.to_response()), wake_at: None },
+            Err(e) => Outcome::new(full(e.to_response()), None),
         };
         if let Some(origin) = origin {
             add_cors(outcome.response.headers_mut(), &origin, cors);
@@ -154,7 +178,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx, cors: bool) -> Result<Outcome<H::Body>, Error> {
         let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         let route = Route::parse(request.method(), host, request.uri().path())?;
-        let done = |response: Response<Bytes>| Ok(Outcome { response: full(response), wake_at: None });
+        let done = |response: Response<Bytes>| Ok(Outcome::new(full(response), None));
         match route {
             Route::Preflight => done(preflight(cors)),
             Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx.now).await,
@@ -181,7 +205,8 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                         self.submit(key, subject, target, &request, ctx).await
                     }
                     Route::Status { subject, request_id } => {
-                        self.status(key, origin, subject.as_ref(), &request_id, ctx.now).await
+                        let wait_ms = long_poll_wait(request.uri().query())?;
+                        self.status(key, origin, subject.as_ref(), &request_id, ctx, wait_ms).await
                     }
                     Route::Cancel { subject, request_id } => {
                         self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
@@ -206,6 +231,38 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         }
     }
 
+    /// [`Engine::handle`], holding a long-poll (`GET /async_request/{id}?wait=N`, N up to 30
+    /// seconds) open until the job ends or the wait runs out, asking again at the engine's
+    /// `hold_until` and sleeping with `timer` in between. For adapters that can hold a
+    /// connection; every other request is answered at once.
+    pub async fn handle_held<T: Timer>(
+        &self,
+        request: Request<Bytes>,
+        entropy: [u8; 16],
+        timer: &T,
+    ) -> Outcome<H::Body> {
+        let received_at = timer.now();
+        let (parts, body) = request.into_parts();
+        let mut wake_at: Option<Timestamp> = None;
+        loop {
+            let mut again = Request::new(body.clone());
+            *again.method_mut() = parts.method.clone();
+            *again.uri_mut() = parts.uri.clone();
+            *again.headers_mut() = parts.headers.clone();
+            let ctx = Ctx { now: timer.now(), entropy, received_at };
+            let outcome = self.handle(again, ctx).await;
+            // Every wake-up asked for on the way is kept, not only the last one.
+            wake_at = match (wake_at, outcome.wake_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match outcome.hold_until {
+                Some(at) => timer.sleep_until(at).await,
+                None => return Outcome { wake_at, ..outcome },
+            }
+        }
+    }
+
     /// Whether `origin` may read the answer: a configured key allows it, or the request's
     /// browser token does. A preflight carries no credentials, so with browser tokens enabled
     /// it is answered for any origin; the real request is then checked against its token.
@@ -222,6 +279,22 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
             .filter(|token| token.starts_with(tokens::TOKEN_PREFIX));
         bearer.is_some_and(|token| tokens::verify(self.config, token, now).is_ok_and(|k| k.origins.allows(origin)))
     }
+}
+
+/// The longest a long-poll may be held.
+pub const MAX_LONG_POLL_SECONDS: u64 = 30;
+
+/// `?wait=N` on a status read: hold up to N seconds for the job to end (0 = answer at once).
+fn long_poll_wait(query: Option<&str>) -> Result<u64, Error> {
+    let Some(query) = query else { return Ok(0) };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name == "wait" {
+            return value.parse::<u64>().ok().filter(|w| *w <= MAX_LONG_POLL_SECONDS).map(|w| w * 1000).ok_or_else(
+                || Error::invalid("wait", format!("must be a whole number of seconds, 0 to {MAX_LONG_POLL_SECONDS}")),
+            );
+        }
+    }
+    Ok(0)
 }
 
 /// CORS preflight, answered from configuration (see `cors_allowed`).

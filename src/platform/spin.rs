@@ -12,7 +12,7 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 use spin_sdk::http_component;
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{Body, Ctx, Engine, Error, MAX_REQUEST_BODY};
+use crate::engine::{Body, Engine, Error, Timer, Timestamp, MAX_REQUEST_BODY};
 
 async fn read_request(incoming: IncomingRequest) -> Result<Request<Bytes>, Error> {
     let mut request = Request::new(Bytes::new());
@@ -56,6 +56,20 @@ async fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
     let _ = out.set_with_body(outgoing, body.to_vec()).await;
 }
 
+/// The wall clock and a blocking sleep (one instance serves one request), for held long-polls.
+#[derive(Debug)]
+struct SpinTimer;
+
+impl Timer for SpinTimer {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+
+    async fn sleep_until(&self, at: Timestamp) {
+        std::thread::sleep(std::time::Duration::from_millis(at.millis_since(now())));
+    }
+}
+
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let config = match load_config() {
@@ -68,7 +82,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
     let outcome = match read_request(incoming).await {
-        Ok(request) => engine.handle(request, Ctx { now: now(), entropy: entropy() }).await,
+        Ok(request) => engine.handle_held(request, entropy(), &SpinTimer).await,
         Err(e) => return send_response(out, e.to_response()).await,
     };
     let response = outcome.response.map(|body| match body {

@@ -17,7 +17,7 @@ use worker::{
 };
 
 use crate::engine::{
-    Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timestamp,
+    Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer, Timestamp,
     TransportError, MAX_REQUEST_BODY,
 };
 
@@ -74,6 +74,20 @@ fn error_response(e: &Error) -> Response<ResponseBody> {
     e.to_response().map(|b| Either::Left(Full::new(b)))
 }
 
+/// Date.now and setTimeout, for held long-polls.
+#[derive(Debug)]
+struct WorkerTimer;
+
+impl Timer for WorkerTimer {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+
+    async fn sleep_until(&self, at: Timestamp) {
+        Delay::from(std::time::Duration::from_millis(at.millis_since(now()))).await;
+    }
+}
+
 /// Outbound HTTP through `fetch`, with a deadline and no redirect following.
 #[derive(Debug)]
 struct FetchClient;
@@ -127,7 +141,7 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
                 Ok(r) => r,
                 Err(e) => return Ok(error_response(&e)),
             };
-            let outcome = engine.handle(request, Ctx { now: now(), entropy }).await;
+            let outcome = engine.handle(request, Ctx::new(now(), entropy)).await;
             Ok(into_response(outcome.response))
         }
         Placement::Job(request_id) => {
@@ -192,7 +206,8 @@ impl DurableObject for JobObject {
         request.headers_mut().remove(ENTROPY_HEADER);
         let store = self.store();
         let engine = Engine::new(&config, &store, &FetchClient);
-        let Outcome { response, wake_at } = engine.handle(request, Ctx { now: now(), entropy }).await;
+        // Long-polls are held here, in the job's object: timers keep it alive, not busy.
+        let Outcome { response, wake_at, .. } = engine.handle_held(request, entropy, &WorkerTimer).await;
         self.schedule(wake_at).await?;
         worker::Response::try_from(into_response(response))
     }

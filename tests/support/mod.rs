@@ -315,7 +315,7 @@ impl World {
     pub fn send(&self, request: Request<Bytes>) -> Answer {
         let e = self.entropy.get() + 1;
         self.entropy.set(e);
-        let ctx = Ctx { now: self.now(), entropy: e.to_be_bytes() };
+        let ctx = Ctx::new(self.now(), e.to_be_bytes());
         let outcome = pollster::block_on(self.engine().handle(request, ctx));
         if let Some(at) = outcome.wake_at {
             self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));

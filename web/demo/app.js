@@ -80,14 +80,14 @@ function render(row, job) {
   row.querySelector(".cancel").disabled = TERMINAL.has(job.status);
 }
 
-// Polling is the result channel on every platform; it stops when the job ends.
+// The result channel: a long-poll (`?wait=2`: the gateway answers as soon as the job ends,
+// or after 2 s with its current state, so the page shows QUEUED → IN_PROGRESS live).
 async function poll(id, row) {
   while (true) {
-    const answer = await call("GET", `${gateway}/async_request/${id}`);
+    const answer = await call("GET", `${gateway}/async_request/${id}?wait=2`);
     if (!answer.ok) return showError("status", answer);
     render(row, answer.json);
     if (TERMINAL.has(answer.json.status)) return;
-    await new Promise((resolve) => setTimeout(resolve, 400));
   }
 }
 

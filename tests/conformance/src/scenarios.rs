@@ -46,6 +46,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         bad_input_is_refused_and_changes_nothing,
         cors_preflight_and_origins,
         browser_tokens_are_scoped_to_their_origins_and_jobs,
+        long_poll_answers_when_the_job_ends,
         durability_across_a_hard_kill,
     ]
 }
@@ -742,6 +743,18 @@ async fn browser_tokens_are_scoped_to_their_origins_and_jobs(w: Arc<World>) {
     w.api.send("GET", &status, Some(&forged), &[("origin", page)], Body::None).await.expect_error(401, "UNAUTHORIZED");
     let s = w.api.status_until(&id, 30 * SECOND, "the token's job to succeed", |s| s["status"] == "SUCCEEDED").await;
     assert_eq!(s["output"], json!({"t": 1}));
+}
+
+async fn long_poll_answers_when_the_job_ends(w: Arc<World>) {
+    let (target, _) = own_target(&w);
+    let id = w.api.submit(&target, json!({"model_input": {"sleep_ms": 1500, "held": true}})).await;
+    // One request, held until the job ended: the answer already has the output.
+    let a = w.api.send("GET", &format!("/async_request/{id}?wait=25"), Some(keys::FULL), &[], Body::None).await;
+    let s = a.expect(200).json();
+    assert_eq!(s["status"], "SUCCEEDED", "{s}");
+    assert_eq!(s["output"], json!({"sleep_ms": 1500, "held": true}));
+    let bad = w.api.send("GET", &format!("/async_request/{id}?wait=31"), Some(keys::FULL), &[], Body::None).await;
+    bad.expect_error(400, "INVALID_ARGUMENT");
 }
 
 async fn durability_across_a_hard_kill(w: Arc<World>) {
