@@ -52,6 +52,25 @@ pub struct GatewaySpec {
     pub secrets: Vec<(String, String)>,
 }
 
+impl GatewaySpec {
+    /// The test configuration on a free port, in front of the upstream at `upstream_url`, with
+    /// model `broken` pointing at `closed_port`, and every secret the document names.
+    pub fn for_upstream(upstream_url: &str, closed_port: u16) -> Self {
+        let port = free_port();
+        let secret = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        Self {
+            port,
+            config_json: config_document(port, upstream_url, closed_port),
+            secrets: vec![
+                secret("UPSTREAM_API_KEY", secrets::UPSTREAM_API_KEY),
+                secret("BASETEN_WEBHOOK_SECRET", secrets::BASETEN_WEBHOOK_SECRET),
+                secret("OUTBOUND_WEBHOOK_SECRET", secrets::OUTBOUND_WEBHOOK_SECRET),
+                secret("BROWSER_TOKEN_SECRET", secrets::BROWSER_TOKEN_SECRET),
+            ],
+        }
+    }
+}
+
 /// The gateway keys of the test configuration (their SHA-256 is in the document).
 pub mod keys {
     /// Every model, chain and operation.
@@ -219,19 +238,8 @@ async fn start_world(start: StartGateway) -> Result<World, String> {
         ..local_upstream::Config::default()
     };
     let upstream = local_upstream::start("127.0.0.1:0", upstream_config).await.map_err(|e| e.to_string())?;
-    let port = free_port();
     let closed_port = free_port();
-    let spec = GatewaySpec {
-        port,
-        config_json: config_document(port, &upstream.url(), closed_port),
-        secrets: vec![
-            ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
-            ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
-            ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
-            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
-        ],
-    };
-    let gateway = start(spec).await?;
+    let gateway = start(GatewaySpec::for_upstream(&upstream.url(), closed_port)).await?;
     let api = client::Api::new(gateway.base_url());
     let run_id =
         format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::response::Html;
 use conformance::worker::{repo_root, WorkerGateway};
-use conformance::{config_document, free_port, keys, secrets, Gateway, GatewaySpec};
+use conformance::{free_port, keys, secrets, Gateway, GatewaySpec};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,17 +27,7 @@ async fn a_person_uses_the_demo_page_and_another_origin_is_refused() {
     )
     .await
     .unwrap();
-    let port = free_port();
-    let spec = GatewaySpec {
-        port,
-        config_json: config_document(port, &upstream.url(), free_port()),
-        secrets: vec![
-            ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
-            ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
-            ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
-            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
-        ],
-    };
+    let spec = GatewaySpec::for_upstream(&upstream.url(), free_port());
     let gateway = WorkerGateway::start(spec).await.unwrap();
     let base = gateway.base_url();
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use conformance::spin::{component_path, variables};
-use conformance::{config_document, free_port, keys, secrets, GatewaySpec};
+use conformance::{free_port, keys, secrets, GatewaySpec};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,17 +20,8 @@ async fn the_consumer_calls_the_gateway_in_process_and_gets_the_models_output() 
         ..local_upstream::Config::default()
     };
     let upstream = local_upstream::start("127.0.0.1:0", upstream_config).await.unwrap();
-    let port = free_port();
-    let spec = GatewaySpec {
-        port,
-        config_json: config_document(port, &upstream.url(), free_port()),
-        secrets: vec![
-            ("UPSTREAM_API_KEY".to_owned(), secrets::UPSTREAM_API_KEY.to_owned()),
-            ("BASETEN_WEBHOOK_SECRET".to_owned(), secrets::BASETEN_WEBHOOK_SECRET.to_owned()),
-            ("OUTBOUND_WEBHOOK_SECRET".to_owned(), secrets::OUTBOUND_WEBHOOK_SECRET.to_owned()),
-            ("BROWSER_TOKEN_SECRET".to_owned(), secrets::BROWSER_TOKEN_SECRET.to_owned()),
-        ],
-    };
+    let spec = GatewaySpec::for_upstream(&upstream.url(), free_port());
+    let port = spec.port;
     let mut vars = variables(&spec);
     // In-process calls are authenticated with a gateway key, scoped like any other.
     vars.insert("component_api_key".to_owned(), keys::FULL.to_owned());
