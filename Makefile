@@ -2,7 +2,7 @@
 # `make test` runs every test. Both install what they need on a fresh machine.
 
 SHELL := /bin/bash
-export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(HOME)/.local/bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
 # worker-build would download these from GitHub; use the ones `make setup` installs.
 export WASM_BINDGEN_BIN := $(HOME)/.cargo/bin/wasm-bindgen
@@ -14,7 +14,12 @@ WORKER_BUILD_VERSION := 0.8.7
 WAC_VERSION := 0.12.0
 WASIP2 := target/wasm32-wasip2/release
 
-.PHONY: setup dev test build-worker components lint sizes clean
+# Real Spin for the Spin tests. On a normal machine, Spin's official installer
+# (https://developer.fermyon.com/spin/install) puts `spin` on PATH; this machine kind cannot
+# reach it, so a build of Spin 4.1 is kept in ../shared/tools/spin (TOOLCHAIN.md).
+SPIN_INSTALLER := $(CURDIR)/../shared/tools/spin/install.sh
+
+.PHONY: setup dev dev-spin test build-worker components lint sizes clean
 
 setup:
 	rustup target add wasm32-unknown-unknown wasm32-wasip2
@@ -24,9 +29,12 @@ setup:
 	cargo install worker-build --version $(WORKER_BUILD_VERSION) --locked
 	cargo install wac-cli --version $(WAC_VERSION) --locked
 	cargo build --release -p local-upstream
-	@# Debian's Chromium for the browser tests (a test tool's own browser download fails here).
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@# Debian's Chromium for the browser tests (a test tool's own browser download fails here),
+	@# and Redis for the Spin hosts that share one store.
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null; }
+	@command -v spin >/dev/null || $(SPIN_INSTALLER) $(HOME)/.local/bin
+	spin --version
 
 build-worker:
 	worker-build --release
@@ -47,6 +55,10 @@ components:
 
 dev: setup build-worker
 	scripts/dev.sh
+
+# The README's Spin quick start, word for word (`spin build && spin up`), with the local upstream.
+dev-spin: setup
+	scripts/dev-spin.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -766,21 +766,27 @@ fn a_signed_delivery_for_an_id_the_gateway_never_issues_is_404_not_a_retry() {
 
 #[test]
 fn one_sweep_at_a_time_and_a_dead_holders_lease_runs_out() {
-    use edge_predict::engine::Store;
+    use edge_predict::engine::{sweep_lease_key, Store};
     let w = World::new();
     let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
     w.complete(&id, json!("out"));
-    // Another instance is sweeping (its lease runs for a minute): this sweep does nothing.
-    let lease = (w.now().millis() + 60_000).to_string().into_bytes();
-    assert!(pollster::block_on(w.store.put_if_absent("sweep/lease", lease)).unwrap());
+    // Another instance is sweeping (it holds this window's lease): this sweep does nothing.
+    assert!(pollster::block_on(w.store.put_if_absent(&sweep_lease_key(w.now()), Vec::new())).unwrap());
     let report = w.sweep();
+    assert!(!report.ran);
     assert_eq!((report.processed, w.net.deliveries.borrow().len()), (0, 0));
     assert!(report.wake_at.is_some_and(|t| t <= w.now().plus_millis(1_000)), "retried soon");
-    // The holder died: after its lease, the next sweep takes over and delivers once.
+    // The holder died: in the next window the lease is free again, and the sweep delivers once.
     w.advance_ms(60_000);
-    assert_eq!(w.sweep().processed, 1);
+    let report = w.sweep();
+    assert!(report.ran);
+    assert_eq!(report.processed, 1);
     assert_eq!(w.net.deliveries.borrow().len(), 1);
-    assert_eq!(w.store_get("sweep/lease"), None, "released after the sweep");
+    assert_eq!(w.store_get(&sweep_lease_key(w.now())), None, "released after the sweep");
+    // Released: a second sweep in the same window runs too (and has nothing left to do).
+    let report = w.sweep();
+    assert!(report.ran);
+    assert_eq!(w.net.deliveries.borrow().len(), 1);
 }
 
 // ---------- browser tokens ----------

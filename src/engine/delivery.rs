@@ -76,7 +76,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 // Another worker may have recorded this attempt's slot already; only a due
                 // webhook takes a new attempt.
                 if j.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
-                    j.record_delivery(attempt, delivered, &policy)?;
+                    j.record_delivery(attempt.clone(), delivered, &policy)?;
                 }
                 Ok(())
             })

@@ -28,10 +28,10 @@ use super::job::{codes, Job, JobError, Status, Submission, Upstream};
 use super::route::{Operation, Subject, Target};
 use super::signature::sha256;
 use super::submit::AsyncRequest;
-use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport};
+use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport, Version};
 
-/// Only one sweep runs per store at a time; a holder that died loses it after this long.
-const SWEEP_LEASE_KEY: &str = "sweep/lease";
+/// Only one sweep runs per store at a time: the lease is one key per window this long, so a
+/// holder that died holds it at most to the end of its window.
 const SWEEP_LEASE_MS: u64 = 60_000;
 /// How often a held long-poll looks at its job again.
 const LONG_POLL_STEP_MS: u64 = 500;
@@ -39,6 +39,8 @@ const LONG_POLL_STEP_MS: u64 = 500;
 const NEXT_SWEEP_KEY: &str = "sweep/next";
 /// A status read asks the upstream at most this often per job.
 const RECONCILE_ON_READ_MS: u64 = 1000;
+/// How often an update re-reads and re-applies after losing a race before giving up (503).
+const UPDATE_ATTEMPTS: usize = 16;
 /// The longest wait between submission retries while the upstream is down.
 const SUBMIT_RETRY_CAP_MS: u64 = 60_000;
 
@@ -48,6 +50,11 @@ pub(crate) fn job_key(id: &str) -> String {
 
 fn due_key(id: &str) -> String {
     format!("due/{id}")
+}
+
+/// The sweep lease of the window `now` falls in (see [`Engine::sweep`]).
+pub fn sweep_lease_key(now: Timestamp) -> String {
+    format!("sweep/lease/{}", now.millis() / SWEEP_LEASE_MS)
 }
 
 /// A new job's id: random, or with an `Idempotency-Key`, derived from the key and the API
@@ -85,29 +92,35 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn load(&self, id: &str) -> Result<Option<Job>, Error> {
-        let Some(bytes) = self.store.get(&job_key(id)).await? else { return Ok(None) };
+        Ok(self.load_versioned(id).await?.map(|(job, _)| job))
+    }
+
+    async fn load_versioned(&self, id: &str) -> Result<Option<(Job, Version)>, Error> {
+        let Some((bytes, version)) = self.store.get_versioned(&job_key(id)).await? else { return Ok(None) };
         serde_json::from_slice(&bytes)
-            .map(Some)
+            .map(|job| Some((job, version)))
             .map_err(|e| Error::Store(super::StoreError::new(format!("corrupt record {id}: {e}"))))
     }
 
-    pub(crate) async fn save(&self, job: &Job) -> Result<(), Error> {
-        Ok(self.store.put(&job_key(&job.id), to_bytes(job)).await?)
-    }
-
-    /// Reloads the record, applies `f` to the fresh copy and saves it if it changed.
+    /// Reads the record, applies `f` and writes the result conditionally on the version read;
+    /// if another request wrote first, reads again and re-applies `f` to what it wrote. So
+    /// nothing another request stored (a result from the inbox, a cancel) is ever overwritten
+    /// by a stale copy, and terminal states never move again (see [`Status::transition`]).
     pub(crate) async fn update<T>(
         &self,
         id: &str,
-        f: impl FnOnce(&mut Job) -> Result<T, Error>,
+        mut f: impl FnMut(&mut Job) -> Result<T, Error>,
     ) -> Result<(Job, T), Error> {
-        let mut job = self.load(id).await?.ok_or_else(|| Error::RequestNotFound { request_id: id.to_owned() })?;
-        let before = job.clone();
-        let out = f(&mut job)?;
-        if job != before {
-            self.save(&job).await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut job, version) =
+                self.load_versioned(id).await?.ok_or_else(|| Error::RequestNotFound { request_id: id.to_owned() })?;
+            let before = job.clone();
+            let out = f(&mut job)?;
+            if job == before || self.store.put_if_version(&job_key(id), to_bytes(&job), version).await? {
+                return Ok((job, out));
+            }
         }
-        Ok((job, out))
+        Err(Error::Store(super::StoreError::new(format!("record {id} kept changing under {UPDATE_ATTEMPTS} updates"))))
     }
 
     /// A job the caller may see: it exists, is within retention and matches the path's subject.
@@ -212,7 +225,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             Err(e) => {
                 let message = e.message();
                 return self
-                    .update(id, |j| fail(j, now, attempts, JobError::new(codes::MODEL_DOES_NOT_EXIST, message)))
+                    .update(id, |j| fail(j, now, attempts, JobError::new(codes::MODEL_DOES_NOT_EXIST, message.clone())))
                     .await
                     .map(|(j, ())| j);
             }
@@ -230,9 +243,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let (job, ()) = self
             .update(id, |j| {
                 let Upstream::Pending { input, .. } = &j.upstream else { return Ok(()) };
-                match answer {
+                match &answer {
                     Ok((status, body)) if status.is_success() => {
-                        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                         let upstream_id = parsed["request_id"].as_str().map(str::to_owned);
                         j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
                         Ok(())
@@ -243,7 +256,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                             400 | 413 | 422 => codes::MODEL_INVALID_INPUT,
                             _ => codes::INTERNAL_SERVER_ERROR,
                         };
-                        let message = upstream_message(&body)
+                        let message = upstream_message(body)
                             .unwrap_or_else(|| format!("upstream refused the request with {status}"));
                         fail(j, now, attempts, JobError::new(code, message))
                     }
@@ -386,39 +399,25 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 
     /// Runs everything due on every live job. Failures leave a job due; they are counted.
     ///
-    /// One sweep at a time per store: a lease (`sweep/lease`, taken with put-if-absent, good
-    /// for [`SWEEP_LEASE_MS`]) keeps concurrent instances from delivering the same webhook or
-    /// submitting the same job twice. A sweep that finds the lease taken does nothing and asks
-    /// to be woken again shortly.
+    /// One sweep at a time per store, so concurrent instances (Spin runs them in parallel, on
+    /// one host or several sharing a store) do not deliver a webhook or submit a job twice.
+    /// The lease is a key per [`SWEEP_LEASE_MS`] window, `sweep/lease/{window}`, claimed with
+    /// put-if-absent and deleted by its holder when done. A holder that dies keeps it only to
+    /// the end of its window: the next window's key is a new claim, so no one ever has to
+    /// take a lease over (take-over by delete-then-claim lets two takers both win). A sweep
+    /// that finds the window's lease taken does nothing and asks to be woken again shortly.
     pub async fn sweep(&self, now: Timestamp) -> SweepReport {
         let mut report = SweepReport::default();
-        if !self.take_sweep_lease(now).await {
+        let lease = sweep_lease_key(now);
+        if !matches!(self.store.put_if_absent(&lease, Vec::new()).await, Ok(true)) {
             report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS));
             return report;
         }
+        report.ran = true;
         self.sweep_leased(now, &mut report).await;
-        let _ = self.store.delete(SWEEP_LEASE_KEY).await;
+        // Only the holder gets here: the claim above succeeded for it alone.
+        let _ = self.store.delete(&lease).await;
         report
-    }
-
-    async fn take_sweep_lease(&self, now: Timestamp) -> bool {
-        let lease = now.plus_millis(SWEEP_LEASE_MS).millis().to_string().into_bytes();
-        match self.store.put_if_absent(SWEEP_LEASE_KEY, lease.clone()).await {
-            Ok(true) => return true,
-            Ok(false) => {}
-            Err(_) => return false,
-        }
-        // Held: take it over only if its holder died (the lease ran out).
-        let expired = match self.store.get(SWEEP_LEASE_KEY).await {
-            Ok(Some(v)) => {
-                std::str::from_utf8(&v).ok().and_then(|v| v.parse::<u64>().ok()).is_none_or(|t| t <= now.millis())
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        };
-        expired
-            && self.store.delete(SWEEP_LEASE_KEY).await.is_ok()
-            && matches!(self.store.put_if_absent(SWEEP_LEASE_KEY, lease).await, Ok(true))
     }
 
     async fn sweep_leased(&self, now: Timestamp, report: &mut SweepReport) {

@@ -36,8 +36,9 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 pub use clock::Timestamp;
 pub use config::Config;
 pub use error::Error;
+pub use jobs::sweep_lease_key;
 pub use route::{Operation, Route, Subject, Target};
-pub use store::{MemoryStore, NoStore, Store, StoreError};
+pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
 pub use upstream::{HttpClient, TransportError};
 
 /// The largest request body an adapter should read; beyond it, answer
@@ -109,6 +110,8 @@ impl<B> Outcome<B> {
 #[must_use = "the next wake-up must be scheduled"]
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
+    /// Whether this sweep held the lease and ran; `false` when another sweep was running.
+    pub ran: bool,
     /// Jobs that had something due and were processed.
     pub processed: usize,
     /// Jobs whose processing failed (store or upstream trouble); they stay due.
@@ -220,7 +223,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                         let report = self.sweep(ctx.now).await;
                         self.note_wake(report.wake_at).await;
                         let body = serde_json::json!({
-                            "processed": report.processed, "failed": report.failed, "deleted": report.deleted,
+                            "ran": report.ran, "processed": report.processed, "failed": report.failed, "deleted": report.deleted,
                             "next_sweep_at": report.wake_at.map(Timestamp::rfc3339),
                         });
                         done(error::json_response(StatusCode::OK, &body))

@@ -1,8 +1,11 @@
-//! Storage, shaped by what the engine needs: get, put, put-if-absent, delete, and a prefix
-//! listing for the sweep. Async and without `Send`: wasm is single-threaded.
+//! Storage, shaped by what the engine needs: reads that return a version, writes conditional
+//! on the version read (absent included), plain writes for keys only one writer owns, delete,
+//! and a prefix listing for the sweep. Async and without `Send`: wasm is single-threaded.
 //!
-//! Workers implement it on a Durable Object (strongly consistent, transactional
-//! put-if-absent); Spin on its key-value store. [`MemoryStore`] is the reference.
+//! Workers implement it on a Durable Object's SQLite storage (a version column, `UPDATE …
+//! WHERE version = ?`); Spin on its key-value store (a version per value, each new version
+//! claimed with `atomics::increment`, the one primitive that is atomic in Spin's real stores).
+//! [`MemoryStore`] is the reference.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,16 +29,35 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Keys are short ASCII strings (`job/<id>`, `idem/<hex>`, `pending/<id>`); values are bytes.
+/// A value's version: 0 means absent; every conditional write makes it one higher.
+pub type Version = u64;
+
+/// Keys are short ASCII strings (`job/<id>`, `idem/<hex>`, `due/<id>`); values are bytes.
+///
+/// Two kinds of key, never mixed: keys written with [`Store::put_if_version`] (job records,
+/// idempotency records, leases), where every write is conditional on the version read, so
+/// concurrent requests never overwrite each other; and keys written with [`Store::put`]
+/// (index entries, hints), where the last write wins.
 #[allow(async_fn_in_trait)] // implemented and called on single-threaded wasm: no Send bound wanted
 pub trait Store {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The value and its version.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError>;
+    /// Writes unconditionally (last write wins).
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
-    /// Writes only if `key` has no value; `Ok(false)` if it had one. Must be atomic.
-    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+    /// Writes `value` as version `expected + 1` only if `key` is still at version `expected`
+    /// (0: absent). `Ok(false)` if another write got there first: re-read and re-apply. Atomic.
+    async fn put_if_version(&self, key: &str, value: Vec<u8>, expected: Version) -> Result<bool, StoreError>;
+    /// Deletes the key (and its version: it can be created again). Only for keys no request
+    /// is still writing: records at the end of their retention, a lease by its holder.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Every key starting with `prefix`, in any order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Writes only if `key` has no value; `Ok(false)` if it had one, which can then be read.
+    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        self.put_if_version(key, value, 0).await
+    }
 }
 
 /// The store for requests placed [`Stateless`](super::Placement::Stateless): every call fails,
@@ -47,10 +69,13 @@ impl Store for NoStore {
     async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Err(StoreError::new("no store for a stateless request"))
     }
+    async fn get_versioned(&self, _: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        Err(StoreError::new("no store for a stateless request"))
+    }
     async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), StoreError> {
         Err(StoreError::new("no store for a stateless request"))
     }
-    async fn put_if_absent(&self, _: &str, _: Vec<u8>) -> Result<bool, StoreError> {
+    async fn put_if_version(&self, _: &str, _: Vec<u8>, _: Version) -> Result<bool, StoreError> {
         Err(StoreError::new("no store for a stateless request"))
     }
     async fn delete(&self, _: &str) -> Result<(), StoreError> {
@@ -70,7 +95,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct MemoryInner {
-    map: BTreeMap<String, Vec<u8>>,
+    map: BTreeMap<String, (Version, Vec<u8>)>,
     writes_left: Option<usize>,
 }
 
@@ -90,10 +115,10 @@ impl MemoryStore {
 
     /// A copy of everything stored, for asserting that a refused request changed nothing.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.inner.borrow().map.clone()
+        self.inner.borrow().map.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect()
     }
 
-    fn write(&self, f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> bool) -> Result<bool, StoreError> {
+    fn write(&self, f: impl FnOnce(&mut BTreeMap<String, (Version, Vec<u8>)>) -> bool) -> Result<bool, StoreError> {
         let mut inner = self.inner.borrow_mut();
         match inner.writes_left {
             Some(0) => return Err(StoreError::new("simulated crash: write refused")),
@@ -106,21 +131,28 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inner.borrow().map.get(key).cloned())
+        Ok(self.inner.borrow().map.get(key).map(|(_, v)| v.clone()))
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        Ok(self.inner.borrow().map.get(key).map(|(version, v)| (v.clone(), *version)))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.write(|m| m.insert(key.to_owned(), value).is_none()).map(drop)
+        self.write(|m| {
+            let version = m.get(key).map_or(0, |(v, _)| *v);
+            m.insert(key.to_owned(), (version + 1, value)).is_none()
+        })
+        .map(drop)
     }
 
-    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+    async fn put_if_version(&self, key: &str, value: Vec<u8>, expected: Version) -> Result<bool, StoreError> {
         self.write(|m| {
-            if m.contains_key(key) {
-                false
-            } else {
-                m.insert(key.to_owned(), value);
-                true
+            if m.get(key).map_or(0, |(v, _)| *v) != expected {
+                return false;
             }
+            m.insert(key.to_owned(), (expected + 1, value));
+            true
         })
     }
 
@@ -153,6 +185,15 @@ mod tests {
             assert!(s.put_if_absent("a", b"1".to_vec()).await.unwrap());
             assert!(!s.put_if_absent("a", b"2".to_vec()).await.unwrap());
             assert_eq!(s.get("a").await.unwrap(), Some(b"1".to_vec()));
+            // Conditional on the version read: a stale writer loses and changes nothing.
+            assert_eq!(s.get_versioned("a").await.unwrap(), Some((b"1".to_vec(), 1)));
+            assert!(s.put_if_version("a", b"3".to_vec(), 1).await.unwrap());
+            assert!(!s.put_if_version("a", b"stale".to_vec(), 1).await.unwrap());
+            assert!(!s.put_if_version("a", b"stale".to_vec(), 0).await.unwrap());
+            assert_eq!(s.get_versioned("a").await.unwrap(), Some((b"3".to_vec(), 2)));
+            // Deleted: absent again (version 0), so it can be created anew.
+            s.delete("a").await.unwrap();
+            assert!(s.put_if_absent("a", b"4".to_vec()).await.unwrap());
             s.put("p/1", vec![]).await.unwrap();
             s.put("p/2", vec![]).await.unwrap();
             s.put("q/1", vec![]).await.unwrap();

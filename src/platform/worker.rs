@@ -18,7 +18,7 @@ use worker::{
 
 use crate::engine::{
     Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer, Timestamp,
-    TransportError, MAX_REQUEST_BODY,
+    TransportError, Version, MAX_REQUEST_BODY,
 };
 
 /// The configuration document's variable; secrets it names are Worker secrets (or vars).
@@ -227,8 +227,11 @@ impl DurableObject for JobObject {
     }
 }
 
-/// [`Store`] on the object's SQLite database. Statements run synchronously inside the
-/// object, so `INSERT ... ON CONFLICT DO NOTHING` is an atomic put-if-absent.
+/// [`Store`] on the object's SQLite database, one row per key with a version column.
+/// Statements run synchronously inside the object, so each conditional write is one atomic
+/// statement: `INSERT … ON CONFLICT DO NOTHING` for an absent key, `UPDATE … WHERE version = ?`
+/// for an existing one. The object interleaves requests while one awaits a fetch; the version
+/// check is what keeps one request's stale copy from overwriting another's write.
 ///
 /// The table is created by the first write only: a read for an id that names no job (a
 /// probe, a typo) must not leave a persisted object behind.
@@ -240,7 +243,7 @@ impl SqlStore {
     fn has_table(&self) -> Result<bool, StoreError> {
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT name AS key FROM sqlite_master WHERE type = 'table' AND name = 'kv'", None)
+            .exec("SELECT name AS key FROM sqlite_master WHERE type = 'table' AND name = 'entries'", None)
             .and_then(|c| c.to_array())
             .map_err(store_error)?;
         Ok(!rows.is_empty())
@@ -248,7 +251,7 @@ impl SqlStore {
 
     fn create_table(&self) -> Result<(), StoreError> {
         self.sql
-            .exec("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)", None)
+            .exec("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL)", None)
             .map(drop)
             .map_err(store_error)
     }
@@ -259,6 +262,8 @@ struct Row {
     key: String,
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    version: i64,
 }
 
 fn store_error(e: worker::Error) -> StoreError {
@@ -271,39 +276,54 @@ fn text(bytes: Vec<u8>) -> Result<SqlStorageValue, StoreError> {
 
 impl Store for SqlStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_versioned(key).await?.map(|(value, _)| value))
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
         if !self.has_table()? {
             return Ok(None);
         }
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT key, value FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
+            .exec(
+                "SELECT key, value, version FROM entries WHERE key = ?",
+                vec![SqlStorageValue::String(key.to_owned())],
+            )
             .and_then(|c| c.to_array())
             .map_err(store_error)?;
-        Ok(rows.into_iter().next().map(|r| r.value.into_bytes()))
+        Ok(rows.into_iter().next().map(|r| (r.value.into_bytes(), Version::try_from(r.version).unwrap_or_default())))
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.create_table()?;
         self.sql
             .exec(
-                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO entries (key, value, version) VALUES (?, ?, 1) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = entries.version + 1",
                 vec![SqlStorageValue::String(key.to_owned()), text(value)?],
             )
             .map(drop)
             .map_err(store_error)
     }
 
-    async fn put_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+    async fn put_if_version(&self, key: &str, value: Vec<u8>, expected: Version) -> Result<bool, StoreError> {
         self.create_table()?;
-        let inserted: Vec<Row> = self
-            .sql
-            .exec(
-                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING RETURNING key",
-                vec![SqlStorageValue::String(key.to_owned()), text(value)?],
+        let key = SqlStorageValue::String(key.to_owned());
+        let written: Vec<Row> = if expected == 0 {
+            self.sql.exec(
+                "INSERT INTO entries (key, value, version) VALUES (?, ?, 1) ON CONFLICT(key) DO NOTHING RETURNING key",
+                vec![key, text(value)?],
             )
-            .and_then(|c| c.to_array())
-            .map_err(store_error)?;
-        Ok(!inserted.is_empty())
+        } else {
+            let expected = i64::try_from(expected).map_err(|_| StoreError::new("version out of range"))?;
+            self.sql.exec(
+                "UPDATE entries SET value = ?, version = version + 1 WHERE key = ? AND version = ? RETURNING key",
+                vec![text(value)?, key, SqlStorageValue::Integer(expected)],
+            )
+        }
+        .and_then(|c| c.to_array())
+        .map_err(store_error)?;
+        Ok(!written.is_empty())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -311,7 +331,7 @@ impl Store for SqlStore {
             return Ok(());
         }
         self.sql
-            .exec("DELETE FROM kv WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
+            .exec("DELETE FROM entries WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
             .map(drop)
             .map_err(store_error)
     }
@@ -323,7 +343,7 @@ impl Store for SqlStore {
         let rows: Vec<Row> = self
             .sql
             .exec(
-                "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1",
+                "SELECT key FROM entries WHERE substr(key, 1, length(?1)) = ?1",
                 vec![SqlStorageValue::String(prefix.to_owned())],
             )
             .and_then(|c| c.to_array())

@@ -1,86 +1,234 @@
-//! The Spin component (`build/wasip2/spin.wasm`, `make components`) in the in-process
-//! wasi:http test host (`wasi-host`: wasmtime with Spin's variables and wasi:keyvalue backed
-//! by a file), as a [`Gateway`].
+//! The Spin packaging on real Spin: `spin up` with the repository's own `spin.toml` (its
+//! component is `make components`' Spin build), each host in its own process group.
 //!
-//! Spin has no alarms: the deployment runs `POST /_sweep` from a cron trigger or any
-//! scheduler. So does this harness, every 250 ms, as that scheduler.
+//! The test's settings reach Spin the way a deployer's would: `SPIN_VARIABLE_*` environment
+//! variables for the configuration document and secrets, `--listen` for the port,
+//! `--state-dir` for where the default (SQLite) key-value store lives, and
+//! `--runtime-config-file` for another store (the repository's `runtime-config/redis.toml`).
+//!
+//! Spin has no alarms: a deployment runs `POST /_sweep` from a cron trigger or any scheduler.
+//! So does [`SpinGateway`], every 250 ms, as that scheduler.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use crate::worker::repo_root;
 use crate::{keys, BoxFut, Gateway, GatewaySpec};
 
-#[derive(Debug)]
-pub struct SpinGateway {
-    config: wasi_host::HostConfig,
-    server: Mutex<Option<wasi_host::Server>>,
-    sweeper: tokio::task::JoinHandle<()>,
-    _state: tempfile::TempDir,
-}
+/// How long `spin up` may take to answer after it is started.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Built by `make components`.
 pub fn component_path(name: &str) -> PathBuf {
     repo_root().join("build/wasip2").join(format!("{name}.wasm"))
 }
 
-/// Spin variables from a spec: the document, and each secret under its lowercased name.
-pub fn variables(spec: &GatewaySpec) -> BTreeMap<String, String> {
-    let mut vars: BTreeMap<String, String> =
-        spec.secrets.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect();
-    vars.insert("edge_predict_config".to_owned(), spec.config_json.clone());
+/// The `spin` binary: `$SPIN` if set, else the one on `PATH` (`make setup` installs it).
+pub fn spin_binary() -> PathBuf {
+    std::env::var_os("SPIN").map_or_else(|| PathBuf::from("spin"), PathBuf::from)
+}
+
+/// `SPIN_VARIABLE_*` for a spec: the configuration document, and each secret under its name
+/// (Spin variables are lowercase; the environment provider takes them uppercased).
+pub fn variables(spec: &GatewaySpec) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = spec
+        .secrets
+        .iter()
+        .map(|(name, value)| (format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value.clone()))
+        .collect();
+    vars.push(("SPIN_VARIABLE_EDGE_PREDICT_CONFIG".to_owned(), spec.config_json.clone()));
     vars
+}
+
+/// One `spin up` process (and its children), restartable on the same state.
+#[derive(Debug)]
+pub struct SpinHost {
+    manifest: PathBuf,
+    port: u16,
+    state_dir: PathBuf,
+    runtime_config: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    logs: PathBuf,
+    child: Mutex<Option<Child>>,
+    starts: Mutex<u32>,
+}
+
+impl SpinHost {
+    /// Starts `spin up -f manifest` on 127.0.0.1:`port` and waits until it answers.
+    pub async fn start(
+        manifest: &Path,
+        port: u16,
+        state_dir: &Path,
+        runtime_config: Option<&Path>,
+        env: Vec<(String, String)>,
+        logs: &Path,
+    ) -> Result<Self, String> {
+        let host = Self {
+            manifest: manifest.to_owned(),
+            port,
+            state_dir: state_dir.to_owned(),
+            runtime_config: runtime_config.map(Path::to_owned),
+            env,
+            logs: logs.to_owned(),
+            child: Mutex::new(None),
+            starts: Mutex::new(0),
+        };
+        host.launch().await?;
+        Ok(host)
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.logs.join(format!("spin-{}-{n}.log", self.port))
+    }
+
+    async fn launch(&self) -> Result<(), String> {
+        let n = {
+            let mut starts = self.starts.lock().unwrap();
+            *starts += 1;
+            *starts
+        };
+        let log = File::create(self.log_path(n)).map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(spin_binary());
+        command
+            .arg("up")
+            .arg("-f")
+            .arg(&self.manifest)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--log-dir")
+            .arg(&self.logs)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(file) = &self.runtime_config {
+            command.arg("--runtime-config-file").arg(file);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(|e| format!("cannot run spin: {e} (`make setup` installs it)"))?;
+        *self.child.lock().unwrap() = Some(child);
+
+        let began = Instant::now();
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+        let url = format!("{}/", self.base_url());
+        loop {
+            // A CORS preflight: answered by the gateway without a key or any state.
+            let ready = client.request(reqwest::Method::OPTIONS, &url).send().await.is_ok_and(|r| r.status() == 204);
+            if ready {
+                return Ok(());
+            }
+            let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || began.elapsed() > STARTUP_DEADLINE {
+                self.kill();
+                let why = match exited {
+                    Some(status) => format!("spin exited with {status}"),
+                    None => format!("spin did not answer within {} s", STARTUP_DEADLINE.as_secs()),
+                };
+                let text = std::fs::read_to_string(self.log_path(n)).unwrap_or_default();
+                return Err(format!("{why}; {}:\n{text}", self.log_path(n).display()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL to the whole process group, then reap: no graceful shutdown.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let Ok(pid) = i32::try_from(child.id()) else { return };
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = child.wait();
+            // Children that outlive the leader are still in the group: wait until it is empty.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while killpg(Pid::from_raw(pid), None).is_ok() && Instant::now() < deadline {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Kills the host and starts it again on the same port, state and settings.
+    pub async fn restart_hard(&self) -> Result<(), String> {
+        self.kill();
+        self.launch().await
+    }
+}
+
+impl Drop for SpinHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The scheduler a Spin deployment points at `POST /_sweep`: every 250 ms until dropped.
+#[derive(Debug)]
+pub struct Sweeper(tokio::task::JoinHandle<()>);
+
+impl Sweeper {
+    pub fn start(base_url: String) -> Self {
+        Self(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let _ = client.post(format!("{base_url}/_sweep")).bearer_auth(keys::FULL).send().await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The gateway as a Spin user runs it: the repository's `spin.toml` on `spin up`, with the
+/// default key-value store (SQLite, under a temporary state directory).
+#[derive(Debug)]
+pub struct SpinGateway {
+    host: SpinHost,
+    sweeper: Mutex<Option<Sweeper>>,
+    _dir: tempfile::TempDir,
 }
 
 impl SpinGateway {
     pub async fn start(spec: GatewaySpec) -> Result<Self, String> {
-        let component = component_path("spin");
+        let component = repo_root().join("target/wasm32-wasip2/release/edge_predict.wasm");
         if !component.exists() {
             return Err(format!("{} is missing: run `make components` first", component.display()));
         }
-        let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let config = wasi_host::HostConfig {
-            component,
-            addr: SocketAddr::from(([127, 0, 0, 1], spec.port)),
-            kv_path: state.path().join("kv.json"),
-            variables: variables(&spec),
-        };
-        let server = wasi_host::serve(config.clone()).await.map_err(|e| format!("wasi-host: {e:#}"))?;
-        let url = server.url();
-        let sweeper = tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            loop {
-                let _ = client.post(format!("{url}/_sweep")).bearer_auth(keys::FULL).send().await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
-        Ok(Self { config, server: Mutex::new(Some(server)), sweeper, _state: state })
+        let dir = tempfile::Builder::new().prefix("conformance-spin-").tempdir().map_err(|e| e.to_string())?;
+        let state = dir.path().join("state");
+        let host =
+            SpinHost::start(&repo_root().join("spin.toml"), spec.port, &state, None, variables(&spec), dir.path())
+                .await?;
+        let sweeper = Sweeper::start(host.base_url());
+        Ok(Self { host, sweeper: Mutex::new(Some(sweeper)), _dir: dir })
     }
 }
 
 impl Gateway for SpinGateway {
     fn base_url(&self) -> String {
-        format!("http://{}", self.config.addr)
+        self.host.base_url()
     }
 
     fn restart_hard(&self) -> BoxFut<'_, Result<(), String>> {
-        Box::pin(async move {
-            let old = self.server.lock().unwrap().take();
-            if let Some(server) = old {
-                // Drops every in-flight call and instance; the store keeps its last write.
-                server.shutdown().await;
-            }
-            let server = wasi_host::serve(self.config.clone()).await.map_err(|e| format!("wasi-host: {e:#}"))?;
-            *self.server.lock().unwrap() = Some(server);
-            Ok(())
-        })
+        Box::pin(self.host.restart_hard())
     }
 
     fn stop(&self) {
-        self.sweeper.abort();
-        drop(self.server.lock().unwrap().take());
+        drop(self.sweeper.lock().unwrap().take());
+        self.host.kill();
     }
 }

@@ -1,12 +1,13 @@
 //! The composed component: `examples/consumer` (imports `inference`) plugged with the gateway's
-//! `inference` component by `wac plug` (`make components` → build/wasip2/composed.wasm), run
-//! in the wasmtime test host. A person's HTTP call to the consumer reaches the local upstream
-//! through the gateway in-process and returns the model's output.
+//! `inference` component by `wac plug` (`make components` → build/wasip2/composed.wasm), served
+//! by real `spin up` from its own manifest (`examples/consumer/spin.toml`). A person's HTTP call
+//! to the consumer reaches the local upstream through the gateway in-process and returns the
+//! model's output.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conformance::spin::{component_path, variables};
+use conformance::spin::{component_path, variables, SpinHost};
+use conformance::worker::repo_root;
 use conformance::{free_port, keys, secrets, GatewaySpec};
 use serde_json::{json, Value};
 
@@ -17,24 +18,18 @@ async fn the_consumer_calls_the_gateway_in_process_and_gets_the_models_output() 
     let upstream_config = local_upstream::Config {
         api_key: secrets::UPSTREAM_API_KEY.to_owned(),
         webhook_secrets: vec![secrets::BASETEN_WEBHOOK_SECRET.to_owned()],
+        log_requests: false,
         ..local_upstream::Config::default()
     };
     let upstream = local_upstream::start("127.0.0.1:0", upstream_config).await.unwrap();
     let spec = GatewaySpec::for_upstream(&upstream.url(), free_port());
-    let port = spec.port;
-    let mut vars = variables(&spec);
+    let mut env = variables(&spec);
     // In-process calls are authenticated with a gateway key, scoped like any other.
-    vars.insert("component_api_key".to_owned(), keys::FULL.to_owned());
-    let state = tempfile::tempdir().unwrap();
-    let server = wasi_host::serve(wasi_host::HostConfig {
-        component,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        kv_path: state.path().join("kv.json"),
-        variables: vars,
-    })
-    .await
-    .unwrap();
-    let base = server.url();
+    env.push(("SPIN_VARIABLE_COMPONENT_API_KEY".to_owned(), keys::FULL.to_owned()));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = repo_root().join("examples/consumer/spin.toml");
+    let host = SpinHost::start(&manifest, spec.port, &dir.path().join("state"), None, env, dir.path()).await.unwrap();
+    let base = host.base_url();
     let client = reqwest::Client::new();
 
     // Sync: the model's output, unchanged.
@@ -67,5 +62,4 @@ async fn the_consumer_calls_the_gateway_in_process_and_gets_the_models_output() 
         assert!(Instant::now() < deadline, "the job never succeeded: {s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    server.shutdown().await;
 }

@@ -1,6 +1,7 @@
-//! The conformance suite against the Spin component in the wasmtime test host.
+//! The conformance suite against the Spin component on real `spin up`: the repository's own
+//! `spin.toml`, Spin's default (SQLite) key-value store.
 //!
-//! Needs `make components` (build/wasip2/spin.wasm). Run with
+//! Needs `make components` and a `spin` on PATH (`make setup`). Run with
 //! `cargo test -p conformance --test spin`.
 
 use conformance::spin::SpinGateway;

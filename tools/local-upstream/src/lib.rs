@@ -69,6 +69,7 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    shared: Arc<queue::Shared>,
     stop: DropGuard,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -82,6 +83,12 @@ impl ServerHandle {
     /// `http://<bound addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many async requests (`async_predict`, `async_run_remote`) the deployment has
+    /// accepted since the server started: what a caller was billed for.
+    pub fn accepted(&self, deployment_id: &str) -> usize {
+        self.shared.accepted(deployment_id)
     }
 
     /// Stops accepting connections, waits for in-flight HTTP requests to
@@ -105,10 +112,10 @@ pub async fn start(addr: impl ToSocketAddrs, config: Config) -> std::io::Result<
     let addr = listener.local_addr()?;
     let token = CancellationToken::new();
     let shared = Arc::new(queue::Shared::new(config, token.clone())?);
-    let app = api::router(shared);
+    let app = api::router(Arc::clone(&shared));
     let shutdown = token.clone().cancelled_owned();
     let task = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
-    Ok(ServerHandle { addr, stop: token.drop_guard(), task })
+    Ok(ServerHandle { addr, shared, stop: token.drop_guard(), task })
 }
 
 /// 32 random lowercase hex characters (request ids).

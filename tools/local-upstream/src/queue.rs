@@ -136,6 +136,8 @@ struct State {
     jobs: HashMap<String, Job>,
     queues: HashMap<String, Queue>,
     next_seq: u64,
+    /// Async requests ever accepted, per deployment (tests count upstream submissions).
+    accepted: HashMap<String, usize>,
 }
 
 /// What a cancel request did.
@@ -195,6 +197,7 @@ impl Shared {
             let mut state = self.lock();
             let seq = state.next_seq;
             state.next_seq += 1;
+            *state.accepted.entry(deployment_id.clone()).or_default() += 1;
             let queue = state.queues.entry(deployment_id.clone()).or_default();
             queue.waiting.push(Waiting { priority: sub.priority, seq, request_id: request_id.clone() });
             let webhook_status =
@@ -390,6 +393,11 @@ impl Shared {
         job.set_status(Status::Canceled);
         job.webhook_status = WebhookStatus::Canceled;
         Some(CancelOutcome { canceled: true, message: "request canceled".to_owned() })
+    }
+
+    /// How many async requests a deployment has accepted since the server started.
+    pub fn accepted(&self, deployment_id: &str) -> usize {
+        self.lock().accepted.get(deployment_id).copied().unwrap_or_default()
     }
 
     /// `(num_queued_requests, num_in_progress_requests)` of a deployment.
