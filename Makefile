@@ -15,7 +15,7 @@ WAC_VERSION := 0.12.0
 WASIP2 := target/wasm32-wasip2/release
 
 # Real Spin for the Spin tests. On a normal machine, Spin's official installer
-# (https://developer.fermyon.com/spin/install) puts `spin` on PATH; this machine kind cannot
+# (https://spinframework.dev/install) puts `spin` on PATH; this machine kind cannot
 # reach it, so a build of Spin 4.1 is kept in ../shared/tools/spin (TOOLCHAIN.md).
 SPIN_INSTALLER := $(CURDIR)/../shared/tools/spin/install.sh
 
