@@ -80,4 +80,4 @@ sizes:
 
 clean:
 	cargo clean
-	rm -rf build .wrangler .dev-state
+	rm -rf build .wrangler .dev-state .spin
