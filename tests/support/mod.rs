@@ -6,9 +6,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use edge_predict::engine::{Body, Config, Ctx, Engine, HttpClient, MemoryStore, Store, Timestamp, TransportError};
+use edge_predict::engine::{
+    Body, Config, Ctx, Engine, HttpClient, MemoryStore, Store, StoreError, Timestamp, TransportError, Version,
+};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -73,6 +79,93 @@ pub fn parse_config(doc: &Value) -> Config {
     .unwrap()
 }
 
+/// Where a gate parks an engine call: a store write to a key, or an outbound request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// Just before a write (`put`, `put_if_version`, `delete`) of this key.
+    Write(String),
+    /// Just before sending a request whose path ends with this.
+    Send(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    Armed,
+    Parked,
+    Released,
+}
+
+/// Parks the first engine call that reaches its point until the test releases it, so a test
+/// can run another call to completion in between: a race, replayed deterministically.
+#[derive(Debug, Default)]
+pub struct Gate {
+    at: RefCell<Option<At>>,
+    state: Cell<Option<GateState>>,
+}
+
+impl Gate {
+    pub fn arm(&self, at: At) {
+        *self.at.borrow_mut() = Some(at);
+        self.state.set(Some(GateState::Armed));
+    }
+
+    fn parked(&self) -> bool {
+        self.state.get() == Some(GateState::Parked)
+    }
+
+    fn release(&self) {
+        self.state.set(Some(GateState::Released));
+        *self.at.borrow_mut() = None;
+    }
+
+    /// Waits here if this is the armed point and nothing has parked yet.
+    async fn pass(&self, here: &At) {
+        if self.state.get() != Some(GateState::Armed) || self.at.borrow().as_ref() != Some(here) {
+            return;
+        }
+        self.state.set(Some(GateState::Parked));
+        std::future::poll_fn(|_| if self.parked() { Poll::Pending } else { Poll::Ready(()) }).await;
+    }
+}
+
+/// The in-memory store behind a [`Gate`] (clones share contents and gate).
+#[derive(Debug, Clone, Default)]
+pub struct GatedStore {
+    pub inner: MemoryStore,
+    pub gate: Rc<Gate>,
+}
+
+impl std::ops::Deref for GatedStore {
+    type Target = MemoryStore;
+    fn deref(&self) -> &MemoryStore {
+        &self.inner
+    }
+}
+
+impl Store for GatedStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        self.inner.get_versioned(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.gate.pass(&At::Write(key.to_owned())).await;
+        self.inner.put(key, value).await
+    }
+    async fn put_if_version(&self, key: &str, value: Vec<u8>, expected: Version) -> Result<bool, StoreError> {
+        self.gate.pass(&At::Write(key.to_owned())).await;
+        self.inner.put_if_version(key, value, expected).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.gate.pass(&At::Write(key.to_owned())).await;
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+}
+
 /// An async job as the fake Baseten holds it.
 #[derive(Debug, Clone)]
 pub struct UpJob {
@@ -105,6 +198,8 @@ pub struct Net {
     pub store: RefCell<Option<MemoryStore>>,
     pub on_submit_store_keys: RefCell<Vec<Vec<String>>>,
     pub now: Cell<u64>,
+    /// The gate the world's store shares, so a race can park at an outbound request too.
+    pub gate: Rc<Gate>,
 }
 
 impl Net {
@@ -217,6 +312,13 @@ impl HttpClient for Net {
     type Body = Bytes;
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        let here = match &*self.gate.at.borrow() {
+            Some(At::Send(suffix)) if request.uri().path().ends_with(suffix.as_str()) => Some(At::Send(suffix.clone())),
+            _ => None,
+        };
+        if let Some(here) = here {
+            self.gate.pass(&here).await;
+        }
         self.sent.borrow_mut().push(request.clone());
         match request.uri().host() {
             Some("upstream.test") => match self.upstream_down.take() {
@@ -265,7 +367,7 @@ impl Answer {
 
 pub struct World {
     pub config: Config,
-    pub store: MemoryStore,
+    pub store: GatedStore,
     pub net: Net,
     pub now: Cell<u64>,
     pub entropy: Cell<u128>,
@@ -278,16 +380,18 @@ impl World {
     }
 
     pub fn with_config(doc: Value) -> Self {
+        let store = GatedStore::default();
+        let net = Net { gate: Rc::clone(&store.gate), ..Net::default() };
         let world = Self {
             config: parse_config(&doc),
-            store: MemoryStore::new(),
-            net: Net::default(),
+            store,
+            net,
             now: Cell::new(T0),
             entropy: Cell::new(0x1000),
             wake_at: Cell::new(None),
         };
         world.net.now.set(T0);
-        *world.net.store.borrow_mut() = Some(world.store.clone());
+        *world.net.store.borrow_mut() = Some(world.store.inner.clone());
         world
     }
 
@@ -300,7 +404,7 @@ impl World {
         self.net.now.set(self.now.get());
     }
 
-    pub fn engine(&self) -> Engine<'_, MemoryStore, Net> {
+    pub fn engine(&self) -> Engine<'_, GatedStore, Net> {
         Engine::new(&self.config, &self.store, &self.net)
     }
 
@@ -313,18 +417,49 @@ impl World {
     }
 
     pub fn send(&self, request: Request<Bytes>) -> Answer {
+        pollster::block_on(self.handle(request))
+    }
+
+    /// One engine call, as a future the test can drive (see [`World::race`]).
+    pub fn handle(&self, request: Request<Bytes>) -> impl Future<Output = Answer> + '_ {
         let e = self.entropy.get() + 1;
         self.entropy.set(e);
         let ctx = Ctx::new(self.now(), e.to_be_bytes());
-        let outcome = pollster::block_on(self.engine().handle(request, ctx));
-        if let Some(at) = outcome.wake_at {
-            self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));
+        async move {
+            let outcome = self.engine().handle(request, ctx).await;
+            if let Some(at) = outcome.wake_at {
+                self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));
+            }
+            let (parts, body) = outcome.response.into_parts();
+            let body = match body {
+                Body::Full(b) | Body::Upstream(b) => b,
+            };
+            Answer { status: parts.status, headers: parts.headers, body }
         }
-        let (parts, body) = outcome.response.into_parts();
-        let body = match body {
-            Body::Full(b) | Body::Upstream(b) => b,
-        };
-        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// Replays a race: runs `first` until it parks at `at`, then `meanwhile` to completion,
+    /// then lets `first` finish. Panics if `first` never reaches `at`.
+    pub fn race<T>(&self, at: At, first: impl Future<Output = T>, meanwhile: impl FnOnce()) -> T {
+        self.store.gate.arm(at.clone());
+        let mut first = pin!(first);
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(_) = first.as_mut().poll(&mut cx) {
+            panic!("the first call finished without reaching {at:?}");
+        }
+        assert!(self.store.gate.parked(), "the first call is waiting, but not at {at:?}");
+        meanwhile();
+        self.store.gate.release();
+        match first.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the first call did not finish once released"),
+        }
+    }
+
+    /// A sweep as a future the test can drive.
+    pub fn sweep_call(&self) -> impl Future<Output = edge_predict::engine::SweepReport> + '_ {
+        let now = self.now();
+        async move { self.engine().sweep(now).await }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Value) -> Answer {

@@ -1,0 +1,32 @@
+//! Races, replayed deterministically. Each test parks one engine call at a chosen point (a
+//! store write or an outbound request, see [`support::At`]), runs another call to completion
+//! meanwhile, then lets the first finish, and asserts what a user then sees. The engine is
+//! sans-IO, so the interleavings that Spin's parallel instances and a Durable Object's
+//! interleaved requests produce can be replayed here exactly, in milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use bytes::Bytes;
+use serde_json::json;
+use support::*;
+
+/// A status read asks the upstream (which says SUCCEEDED, so the read moves the job to
+/// IN_PROGRESS) and is about to write; meanwhile the inbox stores the result. The read's copy
+/// is stale: writing it would lose the output and leave the job IN_PROGRESS forever.
+#[test]
+fn status_read_reconciling_while_the_inbox_stores_the_result_keeps_the_output() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    w.set_upstream_status(&id, "SUCCEEDED");
+    w.advance_ms(2_000);
+    let read = w.handle(w.request("GET", &format!("/async_request/{id}"), Some(KEY), Bytes::new()));
+    let answer = w.race(At::Write(format!("job/{id}")), read, || {
+        let stored = w.send(w.inbox_delivery(&id, json!({"the": "output"}), json!([]), INBOUND_SECRET));
+        assert_eq!(stored.status, 200, "{:?}", stored.body);
+    });
+    assert_eq!(answer.status, 200);
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &json!({"the": "output"})), "{s}");
+}
