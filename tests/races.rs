@@ -30,3 +30,22 @@ fn status_read_reconciling_while_the_inbox_stores_the_result_keeps_the_output() 
     let s = w.status(&id);
     assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &json!({"the": "output"})), "{s}");
 }
+
+/// A sweep lists the index between a submit's index entry and its record. Taking the entry
+/// for one a crash left behind and dropping it would leave the job unswept for good: no
+/// webhook, no submission retry, never deleted.
+#[test]
+fn sweep_between_a_submits_index_entry_and_its_record_keeps_the_job_swept() {
+    let w = World::new();
+    let body = json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"});
+    let submit = w.handle(w.request("POST", "/models/demo/production/async_predict", Some(KEY), body.to_string()));
+    let answer = w.race(At::Write("job/".into()), submit, || {
+        let report = w.sweep();
+        assert!(report.ran);
+    });
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let id = answer.json()["request_id"].as_str().unwrap().to_owned();
+    w.complete(&id, json!("out"));
+    w.run_until(60_000, |w| w.net.deliveries.borrow().len() == 1);
+    assert_eq!(w.status(&id)["webhook_status"], "SUCCEEDED");
+}

@@ -203,8 +203,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             parsed.webhook_endpoint,
             now,
         );
-        // Index first: a crash between the two leaves an index entry the sweep drops.
-        self.store.put(&due_key(&id), Vec::new()).await?;
+        // Index first, so no record is ever missing from it. The entry says when it was made:
+        // a sweep between the two writes must not take it for one a crash left behind.
+        self.store.put(&due_key(&id), now.millis().to_string().into_bytes()).await?;
         if !self.store.put_if_absent(&job_key(&id), to_bytes(&job)).await? {
             // A concurrent request with the same Idempotency-Key created it; it submits.
             return Ok(created(&id, None));
@@ -495,6 +496,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
         let retention = self.config.retention_seconds;
         let Some(job) = self.load(id).await? else {
+            // No record: its submit is still writing it, or died between index and record.
+            let made = self.store.get(&due_key(id)).await?.and_then(|v| {
+                std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
+            });
+            if let Some(settled) = made.map(|t| t.plus_millis(super::job::SUBMIT_LEASE_MS)).filter(|t| now < *t) {
+                return Ok(Some(settled));
+            }
             self.store.delete(&due_key(id)).await?;
             return Ok(None);
         };

@@ -82,7 +82,7 @@ pub fn parse_config(doc: &Value) -> Config {
 /// Where a gate parks an engine call: a store write to a key, or an outbound request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum At {
-    /// Just before a write (`put`, `put_if_version`, `delete`) of this key.
+    /// Just before a write (`put`, `put_if_version`, `delete`) of a key starting with this.
     Write(String),
     /// Just before sending a request whose path ends with this.
     Send(String),
@@ -120,7 +120,12 @@ impl Gate {
 
     /// Waits here if this is the armed point and nothing has parked yet.
     async fn pass(&self, here: &At) {
-        if self.state.get() != Some(GateState::Armed) || self.at.borrow().as_ref() != Some(here) {
+        let matches = match (self.at.borrow().as_ref(), here) {
+            (Some(At::Write(prefix)), At::Write(key)) => key.starts_with(prefix.as_str()),
+            (Some(At::Send(suffix)), At::Send(path)) => path.ends_with(suffix.as_str()),
+            _ => false,
+        };
+        if self.state.get() != Some(GateState::Armed) || !matches {
             return;
         }
         self.state.set(Some(GateState::Parked));
@@ -312,13 +317,7 @@ impl HttpClient for Net {
     type Body = Bytes;
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
-        let here = match &*self.gate.at.borrow() {
-            Some(At::Send(suffix)) if request.uri().path().ends_with(suffix.as_str()) => Some(At::Send(suffix.clone())),
-            _ => None,
-        };
-        if let Some(here) = here {
-            self.gate.pass(&here).await;
-        }
+        self.gate.pass(&At::Send(request.uri().path().to_owned())).await;
         self.sent.borrow_mut().push(request.clone());
         match request.uri().host() {
             Some("upstream.test") => match self.upstream_down.take() {
