@@ -716,15 +716,15 @@ fn a_bad_configuration_document_answers_500_naming_the_field() {
 fn without_alarms_noted_wake_ups_run_the_sweep_on_a_later_request_or_the_sweep_route() {
     let w = World::new();
     let engine = w.engine();
-    assert_eq!(pollster::block_on(engine.sweep_if_due(w.now())), None, "nothing noted, nothing run");
+    assert_eq!(pollster::block_on(engine.sweep_if_due(&|| w.now())), None, "nothing noted, nothing run");
     let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/done"}));
     w.complete(&id, json!("out"));
     // The adapter notes what the engine asked for, then checks after its next response.
     pollster::block_on(engine.note_wake(w.wake_at.get()));
-    let report = pollster::block_on(engine.sweep_if_due(w.now())).expect("a delivery was due");
+    let report = pollster::block_on(engine.sweep_if_due(&|| w.now())).expect("a delivery was due");
     assert_eq!(report.processed, 1);
     assert_eq!(w.net.deliveries.borrow().len(), 1);
-    assert_eq!(pollster::block_on(engine.sweep_if_due(w.now())), None, "next one is a reconcile or retention away");
+    assert_eq!(pollster::block_on(engine.sweep_if_due(&|| w.now())), None, "next one is a reconcile or retention away");
 
     // A scheduler can always ask: POST /_sweep with a gateway key.
     w.net.receiver.set(Some(Receiver::AlwaysStatus(500)));

@@ -49,3 +49,49 @@ fn sweep_between_a_submits_index_entry_and_its_record_keeps_the_job_swept() {
     w.run_until(60_000, |w| w.net.deliveries.borrow().len() == 1);
     assert_eq!(w.status(&id)["webhook_status"], "SUCCEEDED");
 }
+
+fn deliveries_to(w: &World, path: &str) -> usize {
+    w.net.deliveries.borrow().iter().filter(|r| r.uri().path() == path).count()
+}
+
+/// A sweep is slowed past its lease window (a slow receiver, many jobs) while delivering X's
+/// webhook; the next window's sweep runs meanwhile. Each webhook is still delivered once:
+/// X's attempt is claimed on its record, so the second sweep leaves it and delivers only Y.
+#[test]
+fn sweep_outliving_its_lease_window_and_the_next_sweep_deliver_each_webhook_once() {
+    let w = World::new();
+    let x = w.submit(json!({"model_input": "x", "webhook_endpoint": "https://hooks.example.com/slow"}));
+    let y = w.submit(json!({"model_input": "y", "webhook_endpoint": "https://hooks.example.com/done"}));
+    w.complete(&x, json!("x out"));
+    w.complete(&y, json!("y out"));
+    let first = w.sweep_call();
+    let report = w.race(At::Send("/slow".into()), first, || {
+        w.advance_ms(61_000);
+        let second = w.sweep();
+        assert!(second.ran, "the next window's sweep runs");
+    });
+    assert!(report.ran);
+    assert_eq!((deliveries_to(&w, "/slow"), deliveries_to(&w, "/done")), (1, 1));
+    for id in [&x, &y] {
+        let s = w.status(id);
+        assert_eq!(s["webhook_status"], "SUCCEEDED", "{s}");
+        assert_eq!(s["webhook"]["attempts"].as_array().map(Vec::len), Some(1), "{s}");
+    }
+}
+
+/// The upstream is slow to accept a submission (up to the outbound timeout); a sweep runs
+/// meanwhile. The submission is still claimed, so the sweep does not submit the job again.
+#[test]
+fn sweep_during_a_slow_upstream_accept_does_not_submit_again() {
+    let w = World::new();
+    let submit =
+        w.handle(w.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#));
+    let answer = w.race(At::Send("/async_predict".into()), submit, || {
+        w.advance_ms(edge_predict::engine::OUTBOUND_TIMEOUT_MS + 1_000);
+        let _ = w.sweep();
+    });
+    assert_eq!(answer.status, 201);
+    assert_eq!(w.async_submissions(), 1, "one upstream submission");
+    let id = answer.json()["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.status(&id)["usage"]["attempts"], 1);
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::clock::Timestamp;
 use super::error::Error;
-use super::job::{DeliveryAttempt, Job};
+use super::job::{DeliveryAttempt, Job, CLAIM_LEASE_MS};
 use super::signature::{baseten_sign, standard_key, standard_sign};
 use super::{Engine, HttpClient, Store};
 
@@ -56,9 +56,21 @@ pub(crate) fn delivery_request(job: &Job, endpoint: &str, secret: Option<&str>, 
 }
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    /// One delivery attempt, recorded on a freshly loaded copy of the job.
-    pub(crate) async fn deliver(&self, job: Job, now: Timestamp) -> Result<Job, Error> {
-        let Some(webhook) = &job.webhook else { return Ok(job) };
+    /// One delivery attempt if one is due: claimed on the record first (the attempt's slot is
+    /// pushed to [`CLAIM_LEASE_MS`] from now, so no other sweep makes it meanwhile), then sent,
+    /// then recorded if the claim still stands.
+    pub(crate) async fn deliver(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
+        let claim = now.plus_millis(CLAIM_LEASE_MS);
+        let (job, won) = self
+            .update(id, |j| match &mut j.webhook {
+                Some(w) if w.next_at.is_some_and(|at| at <= now) => {
+                    w.next_at = Some(claim);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await?;
+        let Some(webhook) = job.webhook.as_ref().filter(|_| won) else { return Ok(job) };
         let request = delivery_request(&job, &webhook.endpoint, self.config.webhooks.outbound_secret.as_deref(), now);
         let (attempt, delivered) = match self.http.send(request).await {
             Ok(response) => {
@@ -72,10 +84,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         let policy = self.config.webhooks.delivery;
         let (job, ()) = self
-            .update(&job.id, |j| {
-                // Another worker may have recorded this attempt's slot already; only a due
-                // webhook takes a new attempt.
-                if j.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
+            .update(id, |j| {
+                // Only while the claim stands: a claimer that outlived it was taken over.
+                if j.webhook.as_ref().and_then(|w| w.next_at) == Some(claim) {
                     j.record_delivery(attempt.clone(), delivered, &policy)?;
                 }
                 Ok(())

@@ -187,8 +187,12 @@ pub struct Webhook {
     pub next_at: Option<Timestamp>,
 }
 
-/// How long a submission lease lasts: a crashed submission is retried after this.
-pub const SUBMIT_LEASE_MS: u64 = 30_000;
+/// How long a claim on a job's outbound work (a submission, a webhook attempt) lasts: the
+/// claimer owns that work until then, and a claimer that died is taken over after it. It
+/// must outlast [`OUTBOUND_TIMEOUT_MS`](super::OUTBOUND_TIMEOUT_MS), which every adapter
+/// enforces, so a slow answer is never sent twice; the margin covers the store writes around
+/// the call and clocks that differ between hosts.
+pub const CLAIM_LEASE_MS: u64 = super::OUTBOUND_TIMEOUT_MS + 60_000;
 /// How often a non-terminal job is checked against the upstream by the sweep.
 pub const RECONCILE_EVERY_MS: u64 = 60_000;
 
@@ -249,7 +253,7 @@ impl Job {
             errors: Vec::new(),
             output: None,
             // Created already leased: the creating request submits it right away.
-            upstream: Upstream::Pending { input, attempts: 0, next_at: now.plus_millis(SUBMIT_LEASE_MS) },
+            upstream: Upstream::Pending { input, attempts: 0, next_at: now.plus_millis(CLAIM_LEASE_MS) },
             cancel_requested: false,
             webhook: webhook_endpoint.map(|endpoint| Webhook { endpoint, attempts: Vec::new(), next_at: None }),
         }

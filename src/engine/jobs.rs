@@ -407,7 +407,14 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// the end of its window: the next window's key is a new claim, so no one ever has to
     /// take a lease over (take-over by delete-then-claim lets two takers both win). A sweep
     /// that finds the window's lease taken does nothing and asks to be woken again shortly.
-    pub async fn sweep(&self, now: Timestamp) -> SweepReport {
+    ///
+    /// The lease keeps sweeps from doing the same work at once; it is not what makes them
+    /// safe. A sweep slowed past its window (slow receivers, many jobs) can overlap the next
+    /// window's sweep, so each job's outbound work is claimed on its record first
+    /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)), at the time `clock` gives when the
+    /// sweep reaches that job.
+    pub async fn sweep(&self, clock: &dyn Fn() -> Timestamp) -> SweepReport {
+        let now = clock();
         let mut report = SweepReport::default();
         let lease = sweep_lease_key(now);
         if !matches!(self.store.put_if_absent(&lease, Vec::new()).await, Ok(true)) {
@@ -415,13 +422,14 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return report;
         }
         report.ran = true;
-        self.sweep_leased(now, &mut report).await;
+        self.sweep_leased(clock, &mut report).await;
         // Only the holder gets here: the claim above succeeded for it alone.
         let _ = self.store.delete(&lease).await;
         report
     }
 
-    async fn sweep_leased(&self, now: Timestamp, report: &mut SweepReport) {
+    async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, report: &mut SweepReport) {
+        let now = clock();
         let ids = match self.store.list("due/").await {
             Ok(keys) => keys,
             Err(_) => {
@@ -432,6 +440,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         for key in ids {
             let id = key.trim_start_matches("due/");
+            let now = clock();
             let next = match self.load(id).await {
                 Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
                     Some(job.next_due(self.config.retention_seconds))
@@ -475,13 +484,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 
     /// Runs the sweep if the noted wake-up has come (see [`Engine::note_wake`]); otherwise
     /// costs one store read. Returns the report when it ran.
-    pub async fn sweep_if_due(&self, now: Timestamp) -> Option<SweepReport> {
-        if self.next_sweep().await.is_none_or(|at| at > now) {
+    pub async fn sweep_if_due(&self, clock: &dyn Fn() -> Timestamp) -> Option<SweepReport> {
+        if self.next_sweep().await.is_none_or(|at| at > clock()) {
             return None;
         }
         // Clear first: wake-ups noted while this sweep runs must survive it.
         let _ = self.store.delete(NEXT_SWEEP_KEY).await;
-        let report = self.sweep(now).await;
+        let report = self.sweep(clock).await;
         self.note_wake(report.wake_at).await;
         Some(report)
     }
@@ -497,10 +506,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let retention = self.config.retention_seconds;
         let Some(job) = self.load(id).await? else {
             // No record: its submit is still writing it, or died between index and record.
-            let made = self.store.get(&due_key(id)).await?.and_then(|v| {
-                std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
-            });
-            if let Some(settled) = made.map(|t| t.plus_millis(super::job::SUBMIT_LEASE_MS)).filter(|t| now < *t) {
+            let made =
+                self.store.get(&due_key(id)).await?.and_then(|v| {
+                    std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
+                });
+            if let Some(settled) = made.map(|t| t.plus_millis(super::job::CLAIM_LEASE_MS)).filter(|t| now < *t) {
                 return Ok(Some(settled));
             }
             self.store.delete(&due_key(id)).await?;
@@ -516,21 +526,21 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Ok(None);
         }
         let (mut job, _) = self.refresh(job, now, super::job::RECONCILE_EVERY_MS).await?;
-        if let Upstream::Pending { next_at, .. } = job.upstream {
-            if next_at <= now && !job.status.is_terminal() {
-                let (_, ()) = self
-                    .update(id, |j| {
-                        if let Upstream::Pending { next_at, .. } = &mut j.upstream {
-                            *next_at = now.plus_millis(super::job::SUBMIT_LEASE_MS);
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                job = self.submit_upstream(id, now).await?;
-            }
+        if matches!(job.upstream, Upstream::Pending { next_at, .. } if next_at <= now) && !job.status.is_terminal() {
+            // Claim the submission on the record: of two sweeps, only one submits.
+            let (claimed, won) = self
+                .update(id, |j| match &mut j.upstream {
+                    Upstream::Pending { next_at, .. } if *next_at <= now && !j.status.is_terminal() => {
+                        *next_at = now.plus_millis(super::job::CLAIM_LEASE_MS);
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                })
+                .await?;
+            job = if won { self.submit_upstream(id, now).await? } else { claimed };
         }
         if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
-            job = self.deliver(job, now).await?;
+            job = self.deliver(id, now).await?;
         }
         Ok(Some(job.next_due(retention)))
     }

@@ -39,7 +39,7 @@ pub use error::Error;
 pub use jobs::sweep_lease_key;
 pub use route::{Operation, Route, Subject, Target};
 pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
-pub use upstream::{HttpClient, TransportError};
+pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS};
 
 /// The largest request body an adapter should read; beyond it, answer
 /// [`Error::PayloadTooLarge`]. Async submits have their own, smaller limit (256 KiB).
@@ -220,7 +220,9 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     }
                     Route::Sweep => {
                         auth::authorize_operation(key, op, origin)?;
-                        let report = self.sweep(ctx.now).await;
+                        // The request's time: a sweep's claims are made when it reaches each
+                        // job, and this route's clock is the request's.
+                        let report = self.sweep(&|| ctx.now).await;
                         self.note_wake(report.wake_at).await;
                         let body = serde_json::json!({
                             "ran": report.ran, "processed": report.processed, "failed": report.failed, "deleted": report.deleted,

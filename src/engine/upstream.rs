@@ -6,6 +6,11 @@
 use bytes::Bytes;
 use http::{Request, Response};
 
+/// The deadline every adapter puts on an outbound request (upstream calls and webhook
+/// deliveries), reported as [`TransportError::Timeout`]. Claims on outbound work outlast it
+/// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)).
+pub const OUTBOUND_TIMEOUT_MS: u64 = 30_000;
+
 /// Why a request got no HTTP response at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {

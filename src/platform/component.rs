@@ -91,7 +91,7 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
             Body::Full(b) | Body::Upstream(b) => b,
         };
         engine.note_wake(outcome.wake_at).await;
-        let _ = engine.sweep_if_due(now()).await;
+        let _ = engine.sweep_if_due(&now).await;
         if parts.status.is_success() {
             return Ok(body);
         }

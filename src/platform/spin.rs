@@ -91,5 +91,5 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     send_response(out, response).await;
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;
-    let _ = engine.sweep_if_due(now()).await;
+    let _ = engine.sweep_if_due(&now).await;
 }

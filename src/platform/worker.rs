@@ -18,7 +18,7 @@ use worker::{
 
 use crate::engine::{
     Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer, Timestamp,
-    TransportError, Version, MAX_REQUEST_BODY,
+    TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS,
 };
 
 /// The configuration document's variable; secrets it names are Worker secrets (or vars).
@@ -26,8 +26,6 @@ const CONFIG_VAR: &str = "EDGE_PREDICT_CONFIG";
 const JOBS_BINDING: &str = "JOBS";
 /// Carries the Worker's randomness to the job's object, so both place the same request id.
 const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
-/// Outbound deadline for upstream calls and webhook deliveries.
-const FETCH_TIMEOUT_MS: u64 = 30_000;
 
 type ResponseBody = Either<Full<Bytes>, worker::Body>;
 
@@ -104,7 +102,7 @@ impl HttpClient for FetchClient {
         let fetch = Fetch::Request(request);
         let answered = {
             let sent = Box::pin(fetch.send_with_signal(&signal));
-            let deadline = Delay::from(std::time::Duration::from_millis(FETCH_TIMEOUT_MS));
+            let deadline = Delay::from(std::time::Duration::from_millis(OUTBOUND_TIMEOUT_MS));
             match select(sent, deadline).await {
                 Race::Left((result, _)) => Some(result),
                 Race::Right(((), _)) => None,
@@ -218,7 +216,7 @@ impl DurableObject for JobObject {
             Err(e) => return worker::Response::error(e.to_string(), 500),
         };
         let store = self.store();
-        let report = Engine::new(&config, &store, &FetchClient).sweep(now()).await;
+        let report = Engine::new(&config, &store, &FetchClient).sweep(&now).await;
         if report.failed > 0 {
             worker::console_error!("sweep: {} job(s) failed and stay due", report.failed);
         }

@@ -443,7 +443,7 @@ impl World {
         self.store.gate.arm(at.clone());
         let mut first = pin!(first);
         let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(_) = first.as_mut().poll(&mut cx) {
+        if first.as_mut().poll(&mut cx).is_ready() {
             panic!("the first call finished without reaching {at:?}");
         }
         assert!(self.store.gate.parked(), "the first call is waiting, but not at {at:?}");
@@ -456,9 +456,8 @@ impl World {
     }
 
     /// A sweep as a future the test can drive.
-    pub fn sweep_call(&self) -> impl Future<Output = edge_predict::engine::SweepReport> + '_ {
-        let now = self.now();
-        async move { self.engine().sweep(now).await }
+    pub async fn sweep_call(&self) -> edge_predict::engine::SweepReport {
+        self.engine().sweep(&|| self.now()).await
     }
 
     pub fn call(&self, method: &str, path: &str, body: Value) -> Answer {
@@ -480,7 +479,7 @@ impl World {
     }
 
     pub fn sweep(&self) -> edge_predict::engine::SweepReport {
-        pollster::block_on(self.engine().sweep(self.now()))
+        pollster::block_on(self.engine().sweep(&|| self.now()))
     }
 
     /// Runs sweeps, advancing the clock to each wake-up, until `done` or `max_ms` pass.
