@@ -95,3 +95,53 @@ fn sweep_during_a_slow_upstream_accept_does_not_submit_again() {
     let id = answer.json()["request_id"].as_str().unwrap().to_owned();
     assert_eq!(w.status(&id)["usage"]["attempts"], 1);
 }
+
+/// The upstream starts a job at 590 s of its 600 s queue limit; the gateway's expiry comes
+/// at 600 s. It asks the upstream first: the job is IN_PROGRESS, not EXPIRED, and its
+/// result is kept when it arrives.
+#[test]
+fn upstream_start_just_before_the_queue_deadline_is_in_progress_not_expired() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 600}));
+    w.advance_ms(590_000);
+    w.set_upstream_status(&id, "IN_PROGRESS");
+    w.advance_ms(10_000);
+    let _ = w.sweep();
+    let s = w.status(&id);
+    assert_eq!(s["status"], "IN_PROGRESS", "{s}");
+    w.complete(&id, json!("late but done"));
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &json!("late but done")), "{s}");
+}
+
+/// Still QUEUED upstream at the deadline: canceled there, then EXPIRED here.
+#[test]
+fn still_queued_upstream_at_the_deadline_is_canceled_there_and_expired() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "max_time_in_queue_seconds": 600}));
+    w.advance_ms(600_000);
+    let _ = w.sweep();
+    let s = w.status(&id);
+    assert_eq!(s["status"], "EXPIRED", "{s}");
+    assert_eq!(w.upstream_job(&id).status, "CANCELED");
+}
+
+/// A cancel arrives while the job's submission is in flight; the upstream then accepts it.
+/// The job is CANCELED and, since the upstream now holds it, canceled there too: it never
+/// runs or bills. The record keeps the upstream's id.
+#[test]
+fn cancel_during_an_in_flight_submission_cancels_it_upstream_too() {
+    let w = World::new();
+    let submit =
+        w.handle(w.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#));
+    let mut id = String::new();
+    let answer = w.race(At::Send("/async_predict".into()), submit, || {
+        let key = w.snapshot().into_keys().find(|k| k.starts_with("job/")).expect("the record is written first");
+        id = key.trim_start_matches("job/").to_owned();
+        let canceled = w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null);
+        assert_eq!(canceled.json()["canceled"], true, "{:?}", canceled.body);
+    });
+    assert_eq!(answer.status, 201);
+    assert_eq!(w.status(&id)["status"], "CANCELED");
+    assert_eq!(w.upstream_job(&id).status, "CANCELED", "canceled upstream as well");
+}

@@ -334,7 +334,10 @@ impl Job {
                 Upstream::Submitted { checked_at, .. } => due.push(checked_at.plus_millis(RECONCILE_EVERY_MS)),
                 Upstream::Abandoned { .. } => {}
             }
-            if self.status == Status::Queued {
+            // The queue deadline, until the upstream has been asked after it (expiry waits for
+            // the upstream's answer; then the reconcile interval paces the asking).
+            let asked_after_deadline = matches!(&self.upstream, Upstream::Submitted { checked_at, .. } if *checked_at >= self.queue_deadline());
+            if self.status == Status::Queued && !asked_after_deadline {
                 due.push(self.queue_deadline());
             }
         }

@@ -243,11 +243,24 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let answer = self.call(json_request(upstream, Method::POST, &suffix, &body)).await;
         let (job, ()) = self
             .update(id, |j| {
-                let Upstream::Pending { input, .. } = &j.upstream else { return Ok(()) };
+                let input = match &j.upstream {
+                    Upstream::Pending { input, .. } => input,
+                    // Canceled or expired while this submission was in flight: if the upstream
+                    // accepted it, keep its id (to cancel it there); nothing else to record.
+                    Upstream::Abandoned { .. } => {
+                        if let Ok((status, body)) = &answer {
+                            if status.is_success() {
+                                let upstream_id = upstream_request_id(body);
+                                j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
+                            }
+                        }
+                        return Ok(());
+                    }
+                    Upstream::Submitted { .. } => return Ok(()),
+                };
                 match &answer {
                     Ok((status, body)) if status.is_success() => {
-                        let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                        let upstream_id = parsed["request_id"].as_str().map(str::to_owned);
+                        let upstream_id = upstream_request_id(body);
                         j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
                         Ok(())
                     }
@@ -271,6 +284,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 }
             })
             .await?;
+        if job.status.is_terminal() && matches!(job.upstream, Upstream::Submitted { upstream_id: Some(_), .. }) {
+            // Canceled or expired while the submission was in flight: the upstream accepted a
+            // job no one wants any more. Stop it there too (its id is on the record).
+            let _ = self.cancel_upstream(&job).await;
+        }
         Ok(job)
     }
 
@@ -299,31 +317,67 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         Ok(outcome)
     }
 
-    /// Applies queue expiry and, if the last check is older than `min_interval_ms`, the
-    /// upstream's view. An unreachable upstream leaves the record as it was.
+    /// Brings the record up to date: the upstream's view if the last check is older than
+    /// `min_interval_ms`, then queue expiry.
+    ///
+    /// Expiry asks the upstream first, whatever the interval: a job the upstream has already
+    /// started (or finished) is never EXPIRED, or its output would be dropped while its compute
+    /// is billed. A job still QUEUED upstream is canceled there before it is expired here; if
+    /// the upstream cannot be reached, it stays QUEUED and is asked again later.
     async fn refresh(&self, job: Job, now: Timestamp, min_interval_ms: u64) -> Result<(Job, bool), Error> {
-        let mut changed = false;
         let mut job = job;
-        if job.status == Status::Queued && now >= job.queue_deadline() {
-            (job, ()) = self.update(&job.id, |j| j.expire_if_due(now).map(drop).map_err(Error::from)).await?;
-            changed = true;
-            // Our deadline came first (clocks differ, or the upstream checks lazily): make sure
-            // the upstream does not run it later. Best effort; a failure changes nothing here.
-            let _ = self.cancel_upstream(&job).await;
+        let mut changed = false;
+        let expiry_due = job.status == Status::Queued && now >= job.queue_deadline();
+        if let Upstream::Submitted { upstream_id: Some(_), checked_at, .. } = &job.upstream {
+            if !job.status.is_terminal() && (expiry_due || now >= checked_at.plus_millis(min_interval_ms)) {
+                let known = self.reconcile(&job, now).await?;
+                job = known.0;
+                changed = true;
+                if !known.1 && expiry_due {
+                    return Ok((job, changed));
+                }
+            }
         }
-        let Upstream::Submitted { upstream_id: Some(upstream_id), checked_at, .. } = &job.upstream else {
-            return Ok((job, changed));
-        };
-        if job.status.is_terminal() || now < checked_at.plus_millis(min_interval_ms) {
+        if job.status != Status::Queued || now < job.queue_deadline() {
             return Ok((job, changed));
         }
-        let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job, changed)) };
-        let request = upstream_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), Bytes::new());
-        let Ok((status, body)) = self.call(request).await else { return Ok((job, changed)) };
-        let record: Value =
-            if status.is_success() { serde_json::from_slice(&body).unwrap_or(Value::Null) } else { Value::Null };
-        let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
+        if matches!(&job.upstream, Upstream::Submitted { upstream_id: Some(_), .. }) {
+            let canceled = match self.cancel_upstream(&job).await {
+                // Gone upstream (expired or forgotten there): nothing left to stop.
+                Ok((status, _)) if status == StatusCode::NOT_FOUND => true,
+                Ok((status, body)) => {
+                    status.is_success() && serde_json::from_slice::<Value>(&body).is_ok_and(|r| r["canceled"] == true)
+                }
+                Err(_) => false,
+            };
+            if !canceled {
+                // It started meanwhile, or the upstream did not answer: learn what it is doing.
+                let (job, _) = self.reconcile(&job, now).await?;
+                return Ok((job, true));
+            }
+        }
+        // A submission still in flight is canceled upstream when its answer comes
+        // ([`Engine::submit_upstream`]).
+        let (job, _) = self.update(&job.id, |j| j.expire_if_due(now).map_err(Error::from)).await?;
         Ok((job, true))
+    }
+
+    /// Asks the upstream for the job's status and folds it into the record; records the
+    /// attempt either way, so an unreachable upstream is asked again a reconcile interval
+    /// later rather than at once. Returns whether the upstream answered.
+    async fn reconcile(&self, job: &Job, now: Timestamp) -> Result<(Job, bool), Error> {
+        let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
+            return Ok((job.clone(), false));
+        };
+        // A model since removed from the configuration: nothing to ask.
+        let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job.clone(), false)) };
+        let request = upstream_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), Bytes::new());
+        let (record, answered) = match self.call(request).await {
+            Ok((status, body)) if status.is_success() => (serde_json::from_slice(&body).unwrap_or(Value::Null), true),
+            _ => (Value::Null, false),
+        };
+        let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
+        Ok((job, answered))
     }
 
     pub(crate) async fn cancel(
@@ -571,6 +625,12 @@ fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error>
         job.move_to(to, now)?;
     }
     Ok(())
+}
+
+/// The upstream's `request_id` from its answer to an async submit.
+fn upstream_request_id(body: &[u8]) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    parsed["request_id"].as_str().map(str::to_owned)
 }
 
 /// The upstream's own message from a Baseten error body (`message`, `error` or `detail`).
