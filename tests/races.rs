@@ -145,3 +145,15 @@ fn cancel_during_an_in_flight_submission_cancels_it_upstream_too() {
     assert_eq!(w.status(&id)["status"], "CANCELED");
     assert_eq!(w.upstream_job(&id).status, "CANCELED", "canceled upstream as well");
 }
+
+/// A cancel whose upstream call succeeded but whose write here failed (store trouble) is
+/// retried by the caller: the upstream now says CANCELED. The answer is what was asked for.
+#[test]
+fn cancel_retried_after_the_upstream_already_canceled_reports_canceled() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    w.set_upstream_status(&id, "CANCELED");
+    let answer = w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null);
+    assert_eq!(answer.json()["canceled"], true, "{:?}", answer.body);
+    assert_eq!(w.status(&id)["status"], "CANCELED");
+}

@@ -435,9 +435,12 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 let (job, _) = self.refresh(job, now, 0).await?;
                 let message = match job.status {
                     Status::InProgress => in_progress_message.to_owned(),
+                    // Canceled upstream already (an earlier cancel that failed here after the
+                    // upstream had done it, say): what was asked for is done.
+                    Status::Canceled => "request canceled before it ran".to_owned(),
                     s => upstream_message(&body).unwrap_or_else(|| format!("request is {}", s.as_str())),
                 };
-                Ok(answer(false, message, &job))
+                Ok(answer(job.status == Status::Canceled, message, &job))
             }
         }
     }
@@ -507,14 +510,16 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                             report.deleted += 1;
                             None
                         }
-                        Err(_) => {
+                        Err(e) => {
                             report.failed += 1;
+                            report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
                             Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
                         }
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     report.failed += 1;
+                    report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
                     Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
                 }
             };

@@ -118,6 +118,8 @@ pub struct SweepReport {
     pub failed: usize,
     /// Records deleted at the end of retention.
     pub deleted: usize,
+    /// What went wrong first, for the adapter's log (never sent to a caller).
+    pub first_error: Option<String>,
     pub wake_at: Option<Timestamp>,
 }
 

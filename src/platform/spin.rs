@@ -12,7 +12,7 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 use spin_sdk::http_component;
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{Body, Engine, Error, Timer, Timestamp, MAX_REQUEST_BODY};
+use crate::engine::{Body, Engine, Error, SweepReport, Timer, Timestamp, MAX_REQUEST_BODY};
 
 async fn read_request(incoming: IncomingRequest) -> Result<Request<Bytes>, Error> {
     let mut request = Request::new(Bytes::new());
@@ -91,5 +91,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     send_response(out, response).await;
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;
-    let _ = engine.sweep_if_due(&now).await;
+    if let Some(SweepReport { failed: 1.., first_error, .. }) = engine.sweep_if_due(&now).await {
+        eprintln!("sweep: job(s) failed and stay due; first: {}", first_error.unwrap_or_default());
+    }
 }

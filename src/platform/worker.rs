@@ -24,6 +24,8 @@ use crate::engine::{
 /// The configuration document's variable; secrets it names are Worker secrets (or vars).
 const CONFIG_VAR: &str = "EDGE_PREDICT_CONFIG";
 const JOBS_BINDING: &str = "JOBS";
+/// How soon an alarm that found the configuration unusable runs again.
+const CONFIG_RETRY_MS: u64 = 10_000;
 /// Carries the Worker's randomness to the job's object, so both place the same request id.
 const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
 
@@ -213,12 +215,20 @@ impl DurableObject for JobObject {
     async fn alarm(&self) -> worker::Result<worker::Response> {
         let config = match load_config(&self.env) {
             Ok(c) => c,
-            Err(e) => return worker::Response::error(e.to_string(), 500),
+            Err(e) => {
+                // The job's schedule must survive a bad deploy: answering an error would end
+                // this alarm for good (and the platform's own retries give up after a few).
+                // Come back until the configuration is fixed.
+                worker::console_error!("alarm: {e}; trying again in {} s", CONFIG_RETRY_MS / 1000);
+                self.schedule(Some(now().plus_millis(CONFIG_RETRY_MS))).await?;
+                return worker::Response::empty();
+            }
         };
         let store = self.store();
         let report = Engine::new(&config, &store, &FetchClient).sweep(&now).await;
         if report.failed > 0 {
-            worker::console_error!("sweep: {} job(s) failed and stay due", report.failed);
+            let first = report.first_error.as_deref().unwrap_or_default();
+            worker::console_error!("sweep: {} job(s) failed and stay due; first: {first}", report.failed);
         }
         self.schedule(report.wake_at).await?;
         worker::Response::empty()

@@ -218,6 +218,16 @@ impl SpinGateway {
     }
 }
 
+impl Drop for SpinGateway {
+    fn drop(&mut self) {
+        self.host.kill();
+        if std::env::var_os("CONFORMANCE_KEEP_LOGS").is_some() {
+            let kept = std::mem::replace(&mut self._dir, tempfile::TempDir::new().unwrap()).keep();
+            eprintln!("conformance: spin logs and state kept in {}", kept.display());
+        }
+    }
+}
+
 impl Gateway for SpinGateway {
     fn base_url(&self) -> String {
         self.host.base_url()

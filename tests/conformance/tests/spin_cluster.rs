@@ -8,7 +8,8 @@
 //!   one upstream submission (counted by the local upstream);
 //! - a job submitted on one host is read, canceled and completed through the other (the
 //!   upstream delivers results to the other host's inbox);
-//! - sweeps running on both hosts deliver each webhook once.
+//! - sweeps running on both hosts deliver each webhook once;
+//! - (Redis) a version claimed by a host that died before writing it is claimed anew.
 //!
 //! Needs `make components`, `spin` and `redis-server` on PATH (`make setup`).
 
@@ -53,6 +54,15 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Runs `redis-cli` against this server; its standard output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
@@ -70,7 +80,7 @@ struct Cluster {
     receiver: Receiver,
     sweepers: Vec<Sweeper>,
     run: String,
-    _redis: Option<Redis>,
+    redis: Option<Redis>,
     _dir: tempfile::TempDir,
 }
 
@@ -127,7 +137,7 @@ impl Cluster {
         let sweepers = hosts.iter().map(|h| Sweeper::start(h.base_url())).collect();
         let run =
             format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-        Self { hosts, apis, upstream, receiver, sweepers, run, _redis: redis, _dir: dir }
+        Self { hosts, apis, upstream, receiver, sweepers, run, redis, _dir: dir }
     }
 
     fn unique(&self, what: &str) -> String {
@@ -218,11 +228,44 @@ impl Cluster {
         }
     }
 
+    /// A host died between claiming a record's next version and writing it (Spin also drops
+    /// an instance whose client went away): a claim in Redis with no value behind it. A write
+    /// to that record answers 503 while the claim is fresh, and succeeds once it is stale.
+    async fn a_dead_claimers_version_is_claimed_anew(&self, redis: &Redis) {
+        let dep = self.unique("dep");
+        let target = format!("deployment/{dep}");
+        let [a, b] = &self.apis;
+        a.submit(&target, json!({"model_input": {"sleep_ms": 20_000}})).await;
+        let queued = a.submit(&target, json!({"model_input": {"dead": "claimer"}})).await;
+        let claims = redis.cli(&["--scan", "--pattern", &format!("claim/job/{queued}@*")]);
+        let version = claims.lines().filter_map(|k| k.rsplit('@').next()?.split('.').next()?.parse::<u64>().ok()).max();
+        let next = version.expect("the record's claims are in Redis") + 1;
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        redis.cli(&["INCRBY", &format!("claim/job/{queued}@{next}.0"), &now_ms.to_string()]);
+        let path = format!("/async_request/{queued}");
+        let cancel = || b.send("DELETE", &path, Some(keys::FULL), &[], Body::None);
+        cancel().await.expect_error(503, "STORE_UNAVAILABLE");
+        let answer = eventually("the dead claim to go stale", Duration::from_secs(30), || async {
+            let answer = cancel().await;
+            if answer.status == 200 {
+                Ok(answer.json())
+            } else {
+                Err(answer.text())
+            }
+        })
+        .await;
+        assert_eq!(answer["canceled"], true, "{answer}");
+        assert_eq!(a.status(&queued).await["status"], "CANCELED");
+    }
+
     async fn run_all(self) {
         let began = Instant::now();
         self.same_key_submits_across_hosts().await;
         self.a_job_moves_between_hosts().await;
         self.sweeps_on_both_hosts_deliver_once().await;
+        if let Some(redis) = &self.redis {
+            self.a_dead_claimers_version_is_claimed_anew(redis).await;
+        }
         eprintln!("spin cluster: scenarios took {:.1} s", began.elapsed().as_secs_f64());
         drop(self.sweepers);
         for host in &self.hosts {
