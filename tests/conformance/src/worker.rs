@@ -31,6 +31,8 @@ pub fn repo_root() -> PathBuf {
 pub struct WorkerGateway {
     port: u16,
     dir: tempfile::TempDir,
+    /// The repository's wrangler.toml, adapted for the test; its config var is written per start.
+    toml: toml::Table,
     child: Mutex<Option<Child>>,
     starts: Mutex<u32>,
 }
@@ -54,16 +56,35 @@ impl WorkerGateway {
                 assets.insert("directory".to_owned(), toml::Value::String(absolute));
             }
         }
-        let vars = doc.entry("vars").or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let vars = vars.as_table_mut().ok_or("wrangler.toml: vars is not a table")?;
-        vars.insert("EDGE_PREDICT_CONFIG".to_owned(), toml::Value::String(spec.config_json.clone()));
-        let config = toml::to_string(&doc).map_err(|e| e.to_string())?;
-        std::fs::write(dir.path().join("wrangler.toml"), config).map_err(|e| e.to_string())?;
+        let gateway = Self { port: spec.port, dir, toml: doc, child: Mutex::new(None), starts: Mutex::new(0) };
+        gateway.write_config(&spec.config_json)?;
         let env: String = spec.secrets.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        std::fs::write(dir.path().join("secrets.env"), env).map_err(|e| e.to_string())?;
-        let gateway = Self { port: spec.port, dir, child: Mutex::new(None), starts: Mutex::new(0) };
+        std::fs::write(gateway.dir.path().join("secrets.env"), env).map_err(|e| e.to_string())?;
         gateway.launch().await?;
         Ok(gateway)
+    }
+
+    /// Writes the generated wrangler.toml with `config_json` as `EDGE_PREDICT_CONFIG`.
+    fn write_config(&self, config_json: &str) -> Result<(), String> {
+        let mut doc = self.toml.clone();
+        let vars = doc.entry("vars").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let vars = vars.as_table_mut().ok_or("wrangler.toml: vars is not a table")?;
+        vars.insert("EDGE_PREDICT_CONFIG".to_owned(), toml::Value::String(config_json.to_owned()));
+        let config = toml::to_string(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(self.dir.path().join("wrangler.toml"), config).map_err(|e| e.to_string())
+    }
+
+    /// A deploy of another configuration document: the gateway restarts on the same state.
+    pub async fn redeploy(&self, config_json: &str) -> Result<(), String> {
+        self.write_config(config_json)?;
+        self.kill();
+        self.launch().await
+    }
+
+    /// Whether any of the gateway's logs so far contains `text` (its `console.error` lines).
+    pub fn logged(&self, text: &str) -> bool {
+        let starts = *self.starts.lock().unwrap();
+        (1..=starts).any(|n| std::fs::read_to_string(self.log_path(n)).is_ok_and(|log| log.contains(text)))
     }
 
     fn log_path(&self, n: u32) -> PathBuf {
@@ -109,7 +130,13 @@ impl WorkerGateway {
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
         let url = format!("http://127.0.0.1:{}/", self.port);
         loop {
-            let ready = client.request(reqwest::Method::OPTIONS, &url).send().await.is_ok_and(|r| r.status() == 204);
+            // The gateway's own answer to a preflight: 204, or its error for a configuration it
+            // cannot use (a test may deploy one on purpose).
+            let ready = match client.request(reqwest::Method::OPTIONS, &url).send().await {
+                Ok(r) if r.status() == 204 => true,
+                Ok(r) if r.status() == 500 => r.text().await.is_ok_and(|t| t.contains("GATEWAY_MISCONFIGURED")),
+                _ => false,
+            };
             if ready {
                 return Ok(());
             }
