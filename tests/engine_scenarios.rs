@@ -1026,3 +1026,56 @@ fn a_long_poll_answers_when_the_job_ends_or_when_the_wait_runs_out() {
         w.call("GET", &format!("/async_request/{other}?wait={bad}"), Value::Null).assert_error(400, "INVALID_ARGUMENT");
     }
 }
+
+// ---------- large outputs ----------
+
+fn keys_with_prefix(w: &World, prefix: &str) -> usize {
+    w.snapshot().keys().filter(|k| k.starts_with(prefix)).count()
+}
+
+#[test]
+fn a_5_mb_output_is_kept_in_chunks_polled_and_delivered_whole_then_deleted_with_its_record() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/big"}));
+    let output = json!({"image": "é".repeat(2_500_000), "n": 5});
+    let stored = w.complete(&id, output.clone());
+    assert_eq!(stored.status, 200, "{:?}", stored.body);
+    assert!(keys_with_prefix(&w, &format!("out/{id}/")) >= 10, "kept beside the record, in chunks");
+    let record = w.store_get(&format!("job/{id}")).unwrap();
+    assert!(record.len() < 64 * 1024, "the record itself stays small: {} bytes", record.len());
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &output));
+    w.run_until(60_000, |w| !w.net.deliveries.borrow().is_empty());
+    let delivered: Value = serde_json::from_slice(w.net.deliveries.borrow()[0].body()).unwrap();
+    assert_eq!(delivered["data"], output);
+    // A second delivery of the same result is answered 200 and leaves nothing behind.
+    let again = w.send(w.inbox_delivery(&id, output.clone(), json!([]), INBOUND_SECRET));
+    assert_eq!(again.status, 200);
+    assert_eq!(keys_with_prefix(&w, "out/"), keys_with_prefix(&w, &format!("out/{id}/")));
+    w.run_until(8 * 24 * 3_600_000, |w| w.store_get(&format!("job/{id}")).is_none());
+    assert_eq!(keys_with_prefix(&w, "out/"), 0, "deleted with the record");
+}
+
+#[test]
+fn an_output_one_byte_past_the_limit_fails_the_job_with_a_clear_error_and_no_retry() {
+    let mut doc = config_doc();
+    doc["output_limit_bytes"] = json!(1000);
+    let w = World::with_config(doc);
+    let at_limit = w.submit(json!({"model_input": 1}));
+    let past = w.submit(json!({"model_input": 2}));
+    // A JSON string of n characters encodes to n + 2 bytes.
+    assert_eq!(w.complete(&at_limit, json!("x".repeat(998))).status, 200);
+    let answer = w.complete(&past, json!("x".repeat(999)));
+    assert_eq!(answer.status, 200, "answered 200: the upstream must not retry what can never be kept");
+    let s = w.status(&at_limit);
+    assert_eq!(s["status"], "SUCCEEDED", "{s}");
+    let s = w.status(&past);
+    assert_eq!(
+        (s["status"].as_str(), s["errors"][0]["code"].as_str()),
+        (Some("FAILED"), Some("OUTPUT_TOO_LARGE")),
+        "{s}"
+    );
+    assert!(s["errors"][0]["message"].as_str().unwrap().contains("1001 bytes"), "{s}");
+    assert!(s.get("output").is_none(), "{s}");
+    assert_eq!(keys_with_prefix(&w, "out/"), 0);
+}

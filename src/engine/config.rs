@@ -25,6 +25,8 @@ pub struct Config {
     /// How long finished jobs (and their outputs) are kept, in seconds.
     pub retention_seconds: u64,
     pub async_body_limit: usize,
+    /// The largest model output kept (its JSON encoding); a larger result fails its job.
+    pub output_limit: usize,
     pub keys: Vec<ApiKey>,
     pub models: BTreeMap<String, Upstream>,
     pub chains: BTreeMap<String, Upstream>,
@@ -178,6 +180,8 @@ struct Document {
     retention_seconds: u64,
     #[serde(default = "default_body_limit")]
     async_body_limit_bytes: usize,
+    #[serde(default = "default_output_limit")]
+    output_limit_bytes: usize,
     keys: Vec<KeyDoc>,
     #[serde(default)]
     models: BTreeMap<String, UpstreamDoc>,
@@ -195,6 +199,11 @@ struct BrowserTokensDoc {
     secret_name: String,
     #[serde(default = "default_token_ttl")]
     max_ttl_seconds: u64,
+}
+
+/// As large as the inbox accepts: every output that reaches the gateway is kept by default.
+fn default_output_limit() -> usize {
+    super::MAX_REQUEST_BODY
 }
 
 fn default_token_ttl() -> u64 {
@@ -372,6 +381,7 @@ impl Config {
             dev_mode: doc.dev_mode,
             retention_seconds: doc.retention_seconds,
             async_body_limit: doc.async_body_limit_bytes,
+            output_limit: doc.output_limit_bytes,
             keys,
             models,
             chains,

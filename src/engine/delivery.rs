@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::clock::Timestamp;
 use super::error::Error;
@@ -17,14 +17,20 @@ use super::{Engine, HttpClient, Store};
 const RECEIVER_BODY_LIMIT: usize = 4096;
 
 /// The signed delivery request for `job` at `now`.
-pub(crate) fn delivery_request(job: &Job, endpoint: &str, secret: Option<&str>, now: Timestamp) -> Request<Bytes> {
+pub(crate) fn delivery_request(
+    job: &Job,
+    output: Option<Value>,
+    endpoint: &str,
+    secret: Option<&str>,
+    now: Timestamp,
+) -> Request<Bytes> {
     let mut payload = json!({
         "request_id": job.id,
         "model_id": job.subject.id(),
         "deployment_id": job.deployment_id,
         "type": "async_request_completed",
         "time": now.rfc3339(),
-        "data": job.output,
+        "data": output,
         "errors": job.errors,
     });
     if job.subject.id_field() != "model_id" {
@@ -71,7 +77,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             })
             .await?;
         let Some(webhook) = job.webhook.as_ref().filter(|_| won) else { return Ok(job) };
-        let request = delivery_request(&job, &webhook.endpoint, self.config.webhooks.outbound_secret.as_deref(), now);
+        let output = self.output_of(&job).await?;
+        let secret = self.config.webhooks.outbound_secret.as_deref();
+        let request = delivery_request(&job, output, &webhook.endpoint, secret, now);
         let (attempt, delivered) = match self.http.send(request).await {
             Ok(response) => {
                 let status = response.status();

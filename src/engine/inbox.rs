@@ -8,18 +8,15 @@ use serde_json::{json, Value};
 
 use super::clock::Timestamp;
 use super::error::{json_response, Error};
-use super::job::{Job, Status, Upstream};
+use super::job::{codes, Job, JobError, Status, Upstream};
 use super::jobs::upstream_errors;
+use super::output::Stored;
 use super::signature::baseten_verify;
-use super::{full, header_str, Engine, HttpClient, Outcome, Store};
+use super::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    pub(crate) async fn inbox(
-        &self,
-        id: &str,
-        request: &Request<Bytes>,
-        now: Timestamp,
-    ) -> Result<Outcome<H::Body>, Error> {
+    pub(crate) async fn inbox(&self, id: &str, request: &Request<Bytes>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
+        let now = ctx.now;
         let secrets = &self.config.webhooks.inbound_secrets;
         let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
         if secrets.is_empty() {
@@ -46,16 +43,36 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let upstream_id =
             payload["request_id"].as_str().ok_or_else(|| Error::invalid("request_id", "is required"))?.to_owned();
-        let (job, ()) = self.update(id, |job| apply_result(job, &upstream_id, &payload, now)).await?;
+        // A large output is written beside the record first, under this delivery's own name,
+        // so the record's one conditional write refers to it whole or not at all.
+        let stored = if upstream_errors(&payload["errors"]).is_empty() {
+            self.store_output(id, &hex::encode(ctx.entropy), &payload["data"]).await?
+        } else {
+            Stored::None
+        };
+        let result = self.update(id, |job| apply_result(job, &upstream_id, &payload, &stored, now)).await;
+        if let (false, Stored::Chunked(chunks)) = (matches!(result, Ok((_, true))), &stored) {
+            // Not this delivery's result (the first one won, or it failed): its chunks belong
+            // to no record.
+            self.delete_output(chunks).await?;
+        }
+        let (job, _) = result?;
         let body = json!({ "request_id": job.id, "status": job.status.as_str() });
         Ok(Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds))))
     }
 }
 
 /// Folds a signed result into the job. The first result wins; later ones change nothing.
-fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestamp) -> Result<(), Error> {
+/// Returns whether this one was taken.
+fn apply_result(
+    job: &mut Job,
+    upstream_id: &str,
+    payload: &Value,
+    output: &Stored,
+    now: Timestamp,
+) -> Result<bool, Error> {
     if job.status.is_terminal() {
-        return Ok(());
+        return Ok(false);
     }
     match &mut job.upstream {
         Upstream::Submitted { upstream_id: Some(known), .. } if known != upstream_id => {
@@ -76,8 +93,18 @@ fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestam
         job.deployment_id = Some(dep.to_owned());
     }
     let errors = upstream_errors(&payload["errors"]);
-    if errors.is_empty() {
-        job.output = Some(payload["data"].clone());
+    if let Stored::TooLarge(bytes) = output {
+        job.move_to(Status::Failed, now)?;
+        job.errors = vec![JobError::new(
+            codes::OUTPUT_TOO_LARGE,
+            format!("the model's output is {bytes} bytes; this gateway keeps outputs up to output_limit_bytes"),
+        )];
+    } else if errors.is_empty() {
+        match output {
+            Stored::Inline(data) => job.output = Some(data.clone()),
+            Stored::Chunked(chunks) => job.output_chunks = Some(chunks.clone()),
+            Stored::None | Stored::TooLarge(_) => {}
+        }
         job.move_to(Status::Succeeded, now)?;
     } else {
         // An error for a job never seen starting, after its time in queue ran out, is the
@@ -86,5 +113,5 @@ fn apply_result(job: &mut Job, upstream_id: &str, payload: &Value, now: Timestam
         job.move_to(if expired { Status::Expired } else { Status::Failed }, now)?;
         job.errors = errors;
     }
-    Ok(())
+    Ok(true)
 }

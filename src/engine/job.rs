@@ -122,6 +122,8 @@ pub mod codes {
     pub const MODEL_UNAVAILABLE: &str = "MODEL_UNAVAILABLE";
     pub const MODEL_PREDICT_TIMEOUT: &str = "MODEL_PREDICT_TIMEOUT";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    /// The gateway's own: the model's output is larger than `output_limit_bytes`.
+    pub const OUTPUT_TOO_LARGE: &str = "OUTPUT_TOO_LARGE";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +198,14 @@ pub const CLAIM_LEASE_MS: u64 = super::OUTBOUND_TIMEOUT_MS + 60_000;
 /// How often a non-terminal job is checked against the upstream by the sweep.
 pub const RECONCILE_EVERY_MS: u64 = 60_000;
 
+/// A large output kept beside its record: `count` chunks at `{prefix}/{i}`, `bytes` of JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunks {
+    pub prefix: String,
+    pub count: u32,
+    pub bytes: u64,
+}
+
 /// The durable job record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -215,7 +225,11 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
     pub max_time_in_queue_seconds: u64,
     pub errors: Vec<JobError>,
+    /// The output, when small enough to live in the record.
     pub output: Option<Value>,
+    /// Where a larger output lives instead (see `output.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_chunks: Option<OutputChunks>,
     pub upstream: Upstream,
     pub cancel_requested: bool,
     pub webhook: Option<Webhook>,
@@ -252,6 +266,7 @@ impl Job {
             max_time_in_queue_seconds,
             errors: Vec::new(),
             output: None,
+            output_chunks: None,
             // Created already leased: the creating request submits it right away.
             upstream: Upstream::Pending { input, attempts: 0, next_at: now.plus_millis(CLAIM_LEASE_MS) },
             cancel_requested: false,
@@ -379,7 +394,8 @@ impl Job {
     }
 
     /// The status record callers see: Baseten's fields, then the gateway's additions.
-    pub fn view(&self, now: Timestamp, price_per_second: f64) -> Value {
+    /// The status record as callers see it, with the output (read from wherever it is kept).
+    pub fn view(&self, now: Timestamp, price_per_second: f64, output: Option<Value>) -> Value {
         let mut v = json!({
             "request_id": self.id,
             self.subject.id_field(): self.subject.id(),
@@ -393,7 +409,7 @@ impl Job {
             "cancel_requested": self.cancel_requested,
         });
         if matches!(self.status, Status::Succeeded | Status::WebhookFailed) {
-            v["output"] = self.output.clone().unwrap_or(Value::Null);
+            v["output"] = output.unwrap_or(Value::Null);
         }
         if let Some(w) = &self.webhook {
             v["webhook"] = json!({

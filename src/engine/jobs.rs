@@ -306,7 +306,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         auth::authorize(key, Operation::Status, &job.subject, origin)?;
         auth::authorize_job(key, &job)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
-        let view = job.view(now, self.price(&job.subject));
+        let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?);
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
         let mut outcome = Outcome::new(full(json_response(StatusCode::OK, &view)), wake_at);
         // A long-poll: until the job ends or the wait is over, ask again shortly.
@@ -578,6 +578,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if now >= job.retained_until(retention) {
             // Record first: once it is gone nothing can read it; the rest are pointers to it.
             self.store.delete(&job_key(id)).await?;
+            if let Some(chunks) = &job.output_chunks {
+                self.delete_output(chunks).await?;
+            }
             if let Some(record) = &job.idempotency_record {
                 self.store.delete(record).await?;
             }

@@ -29,6 +29,7 @@ mod delivery;
 mod forward;
 mod inbox;
 mod jobs;
+mod output;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -186,7 +187,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let done = |response: Response<Bytes>| Ok(Outcome::new(full(response), None));
         match route {
             Route::Preflight => done(preflight(cors)),
-            Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx.now).await,
+            Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx).await,
             route => {
                 let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
                 let key = &key;

@@ -78,7 +78,11 @@ impl Receiver {
         let hooks: Hooks = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let app = Router::new().route("/hook/{name}", post(deliver)).with_state(Arc::clone(&hooks));
+        // Deliveries carry whole outputs: allow up to the gateway's own inbox limit.
+        let app = Router::new()
+            .route("/hook/{name}", post(deliver))
+            .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+            .with_state(Arc::clone(&hooks));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self { port, hooks })
     }

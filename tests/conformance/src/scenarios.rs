@@ -41,6 +41,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         outbound_webhook_is_signed_both_ways,
         outbound_webhook_retried_until_delivered,
         outbound_webhook_that_never_succeeds,
+        a_5_mb_output_is_kept_polled_and_delivered,
         inbox_rejects_unsigned_and_forged_deliveries,
         inbox_path_that_is_not_a_request_id_is_404,
         bad_input_is_refused_and_changes_nothing,
@@ -345,6 +346,27 @@ async fn idempotency_key_submits_once(w: Arc<World>) {
         w.api.status_until(&ids[0], 30 * SECOND, "the idempotent job to succeed", |s| s["status"] == "SUCCEEDED").await;
     assert_eq!(s["output"], body["model_input"]);
     assert_eq!(s["usage"]["attempts"], 1, "submitted upstream once: {s}");
+}
+
+/// Larger than a Durable Object row holds (2 MB): kept in chunks, read back whole.
+async fn a_5_mb_output_is_kept_polled_and_delivered(w: Arc<World>) {
+    let hook = w.unique("big");
+    let body = json!({"model_input": {"pad_bytes": 5_000_000}, "webhook_endpoint": w.receiver.url(&hook)});
+    let id = w.api.submit("production", body).await;
+    let s = w
+        .api
+        .status_until(&id, 30 * SECOND, "the 5 MB job to succeed", |s| {
+            s["status"] != "QUEUED" && s["status"] != "IN_PROGRESS"
+        })
+        .await;
+    assert_eq!(s["status"], "SUCCEEDED", "{}", &s.to_string()[..s.to_string().len().min(600)]);
+    assert_eq!(s["output"]["pad"].as_str().map(str::len), Some(5_000_000));
+    let delivery = eventually("the 5 MB webhook", 30 * SECOND, || async {
+        w.receiver.deliveries(&hook).into_iter().next().ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert_eq!(delivery.json()["data"]["pad"].as_str().map(str::len), Some(5_000_000));
+    delivery.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
 }
 
 async fn cancel_a_queued_job(w: Arc<World>) {

@@ -3,7 +3,9 @@
 //! Its output is its input, unchanged. If the input is an object with a
 //! numeric `sleep_ms`, it first sleeps that many milliseconds; if it has a
 //! numeric `fail_status` (an HTTP status 400..=599), it then answers that
-//! status with the body `{"error": "demo model failure"}` instead.
+//! status with the body `{"error": "demo model failure"}` instead; with a
+//! numeric `pad_bytes` (up to 64 MiB), the output also has a `pad` string of
+//! that many bytes (a large output, like a base64 image, from a small input).
 
 use std::time::Duration;
 
@@ -35,8 +37,14 @@ pub async fn run(input: &Value) -> Result<Value, Failure> {
             },
         });
     }
-    Ok(input.clone())
+    let mut output = input.clone();
+    if let Some(n) = input.get("pad_bytes").and_then(Value::as_u64).filter(|n| *n <= MAX_PAD_BYTES) {
+        output["pad"] = "a".repeat(usize::try_from(n).unwrap_or_default()).into();
+    }
+    Ok(output)
 }
+
+const MAX_PAD_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether a failed attempt is retried by the async queue.
 pub fn is_retryable(status: u16) -> bool {
