@@ -1,73 +1,13 @@
-//! What the two wasm32-wasip2 packagings share (the Spin HTTP component and the `inference`
-//! library component): clock, randomness, configuration from Spin variables, outbound HTTP
-//! through `wasi:http`, and job records in `wasi:keyvalue`.
-//!
-//! Job records live in the `default` bucket: the `store` interface for reads and writes, and
-//! `atomics::increment` to claim each new version of a record (see [`KvStore`] for why not CAS).
-
-use bytes::Bytes;
-use http::{Request, Response};
-use spin_sdk::http::ErrorCode;
-use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+//! Job records in `wasi:keyvalue` bucket `default`: the `store` interface for reads and writes,
+//! and `atomics::increment` to claim each new version of a record (see [`KvStore`] for why
+//! not compare-and-swap).
 
 use std::time::{Duration, Instant};
 
-use crate::engine::{Config, Error, HttpClient, Store, StoreError, Timestamp, TransportError, Version};
+use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
-/// The Spin variable holding the configuration document. Secrets it names are Spin
-/// variables too (lowercased, as Spin requires).
-pub(super) const CONFIG_VARIABLE: &str = "edge_predict_config";
-
-pub(super) fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
-}
-
-pub(super) fn entropy() -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    // wasi:random cannot fail for 16 bytes; zeros would only cost uniqueness.
-    let _ = getrandom::fill(&mut bytes);
-    bytes
-}
-
-pub(super) fn load_config() -> Result<Config, Error> {
-    let doc = spin_sdk::variables::get(CONFIG_VARIABLE).map_err(|e| Error::Config {
-        field: CONFIG_VARIABLE.to_owned(),
-        message: format!("variable not available: {e}"),
-    })?;
-    Config::parse(&doc, &|name| spin_sdk::variables::get(&name.to_ascii_lowercase()).ok())
-}
-
-/// Outbound HTTP through `wasi:http/outgoing-handler`. Deadlines are the host's (Spin's
-/// outbound timeouts), reported as `Timeout`.
-#[derive(Debug)]
-pub(super) struct WasiHttp;
-
-impl HttpClient for WasiHttp {
-    type Body = Bytes;
-
-    async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
-        let request = request.map(|b| b.to_vec());
-        match spin_sdk::http::send::<_, Response<Vec<u8>>>(request).await {
-            Ok(response) => Ok(response.map(Bytes::from)),
-            Err(spin_sdk::http::SendError::Http(code)) => Err(match code {
-                ErrorCode::ConnectionTimeout
-                | ErrorCode::ConnectionReadTimeout
-                | ErrorCode::ConnectionWriteTimeout
-                | ErrorCode::HttpResponseTimeout => TransportError::Timeout,
-                other => TransportError::Connect(format!("{other:?}")),
-            }),
-            Err(e) => Err(TransportError::Connect(e.to_string())),
-        }
-    }
-
-    async fn read(&self, body: Bytes, limit: usize) -> Result<Bytes, TransportError> {
-        if body.len() > limit {
-            return Err(TransportError::Body(format!("body exceeds {limit} bytes")));
-        }
-        Ok(body)
-    }
-}
+use super::now;
+use crate::engine::{Store, StoreError, Version};
 
 /// [`Store`] on `wasi:keyvalue` bucket `default`.
 ///
@@ -91,7 +31,7 @@ impl HttpClient for WasiHttp {
 /// Spin's SQLite store runs increment in a deferred transaction: two processes on one
 /// database file (two `spin up` on one state directory) can get `database is locked` at
 /// once instead of waiting. Such calls are retried briefly; nothing was written.
-pub(super) struct KvStore {
+pub(crate) struct KvStore {
     bucket: store::Bucket,
 }
 
@@ -108,7 +48,7 @@ const POLL: Duration = Duration::from_millis(2);
 const VERSION_BYTES: usize = 8;
 
 impl KvStore {
-    pub(super) fn open() -> Result<Self, StoreError> {
+    pub(crate) fn open() -> Result<Self, StoreError> {
         store::open("default").map(|bucket| Self { bucket }).map_err(kv_error)
     }
 

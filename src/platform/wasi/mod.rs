@@ -1,0 +1,40 @@
+//! What the two wasm32-wasip2 packagings share (the Spin HTTP component and the `inference`
+//! library component): clock, randomness, configuration from Spin variables, outbound HTTP
+//! through `wasi:http`, and job records in `wasi:keyvalue`.
+//!
+//! - `kv`: job records in the `default` bucket of `wasi:keyvalue` ([`KvStore`]);
+//! - `http`: outbound requests with deadlines, size caps and a known `Content-Length`
+//!   ([`WasiHttp`]).
+
+mod http;
+mod kv;
+
+pub(super) use self::http::WasiHttp;
+pub(super) use self::kv::KvStore;
+
+use crate::engine::{Config, Error, Timestamp};
+
+/// The Spin variable holding the configuration document. Secrets it names are Spin
+/// variables too (lowercased, as Spin requires).
+pub(super) const CONFIG_VARIABLE: &str = "edge_predict_config";
+
+pub(super) fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+pub(super) fn entropy() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    // wasi:random cannot fail for 16 bytes; zeros would only cost uniqueness.
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+}
+
+pub(super) fn load_config() -> Result<Config, Error> {
+    let doc = spin_sdk::variables::get(CONFIG_VARIABLE).map_err(|e| Error::Config {
+        field: CONFIG_VARIABLE.to_owned(),
+        message: format!("variable not available: {e}"),
+    })?;
+    Config::parse(&doc, &|name| spin_sdk::variables::get(&name.to_ascii_lowercase()).ok())
+}
+
