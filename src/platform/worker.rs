@@ -96,9 +96,18 @@ impl HttpClient for FetchClient {
     type Body = worker::Body;
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
-        let mut request = request.map(Full::new);
-        request.extensions_mut().insert(worker::RequestRedirect::Manual);
-        let request = worker::Request::try_from(request).map_err(|e| TransportError::Connect(e.to_string()))?;
+        // The body as bytes, not a stream: fetch then sends it with its `Content-Length`
+        // (a streamed body goes chunked, and receivers that read by length see nothing).
+        let (parts, body) = request.into_parts();
+        let mut init = worker::RequestInit::new();
+        init.with_method(worker::Method::from(parts.method.as_str().to_owned()))
+            .with_headers(worker::Headers::from(&parts.headers))
+            .with_redirect(worker::RequestRedirect::Manual);
+        if !body.is_empty() {
+            init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_ref()).into()));
+        }
+        let request = worker::Request::new_with_init(&parts.uri.to_string(), &init)
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
         let controller = AbortController::default();
         let signal = controller.signal();
         let fetch = Fetch::Request(request);

@@ -37,4 +37,3 @@ pub(super) fn load_config() -> Result<Config, Error> {
     })?;
     Config::parse(&doc, &|name| spin_sdk::variables::get(&name.to_ascii_lowercase()).ok())
 }
-

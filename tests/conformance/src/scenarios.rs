@@ -466,6 +466,9 @@ async fn outbound_webhook_is_signed_both_ways(w: Arc<World>) {
     d.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
     assert_eq!(d.header("x-baseten-request-id"), id);
     assert!(d.header("content-type").starts_with("application/json"));
+    // A known length, not chunked: receivers that read `Content-Length` bytes get the body.
+    assert_eq!(d.header("content-length"), d.body.len().to_string(), "{:?}", d.headers);
+    assert_eq!(d.header("transfer-encoding"), "", "{:?}", d.headers);
     let p = d.json();
     assert_eq!(p["request_id"], id, "{p}");
     assert_eq!(p["model_id"], "demo", "{p}");
