@@ -108,7 +108,8 @@ pub struct World {
     pub closed_port: u16,
     /// Distinguishes this run's ids (deployments, idempotency keys, hook names).
     pub run_id: String,
-    _upstream: local_upstream::ServerHandle,
+    /// The local upstream, which counts what it accepted.
+    pub upstream: local_upstream::ServerHandle,
 }
 
 impl std::fmt::Debug for World {
@@ -243,5 +244,5 @@ async fn start_world(start: StartGateway) -> Result<World, String> {
     let api = client::Api::new(gateway.base_url());
     let run_id =
         format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
-    Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, _upstream: upstream })
+    Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, upstream })
 }

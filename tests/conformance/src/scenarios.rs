@@ -35,6 +35,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         async_submit_survives_an_unreachable_upstream,
         async_job_expires_in_queue,
         idempotency_key_submits_once,
+        concurrent_submits_same_key_and_distinct,
         cancel_a_queued_job,
         cancel_an_in_progress_job,
         queue_status_and_wake,
@@ -367,6 +368,46 @@ async fn a_5_mb_output_is_kept_polled_and_delivered(w: Arc<World>) {
     .await;
     assert_eq!(delivery.json()["data"]["pad"].as_str().map(str::len), Some(5_000_000));
     delivery.assert_signed(secrets::OUTBOUND_WEBHOOK_SECRET);
+}
+
+/// 50 concurrent submits with one `Idempotency-Key`: one request id, one upstream submission.
+/// Then 200 concurrent distinct submits: every one ends SUCCEEDED with its own output.
+async fn concurrent_submits_same_key_and_distinct(w: Arc<World>) {
+    let (target, dep) = own_target(&w);
+    let key = w.unique("idem-50");
+    let path = format!("/models/demo/{target}/async_predict");
+    let same: Vec<_> = (0..50)
+        .map(|_| {
+            let (api, path, key) = (w.api.clone(), path.clone(), key.clone());
+            tokio::spawn(async move {
+                let body = Body::Json(json!({"model_input": {"same": "key"}}));
+                api.send("POST", &path, Some(keys::FULL), &[("idempotency-key", &key)], body).await.request_id()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in same {
+        ids.push(call.await.unwrap());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one request_id for one key: {ids:?}");
+    assert_eq!(w.upstream.accepted(&dep), 1, "one upstream submission for 50 same-key submits");
+
+    let (target, dep) = own_target(&w);
+    let distinct: Vec<_> = (0..200)
+        .map(|n| {
+            let (api, target) = (w.api.clone(), target.clone());
+            tokio::spawn(async move { (n, api.submit(&target, json!({"model_input": {"n": n}})).await) })
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for call in distinct {
+        jobs.push(call.await.unwrap());
+    }
+    for (n, id) in &jobs {
+        let s = w.api.status_until(id, 60 * SECOND, "every job to succeed", |s| s["status"] == "SUCCEEDED").await;
+        assert_eq!(s["output"], json!({"n": n}), "{s}");
+    }
+    assert_eq!(w.upstream.accepted(&dep), 200);
 }
 
 async fn cancel_a_queued_job(w: Arc<World>) {
