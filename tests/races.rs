@@ -127,8 +127,9 @@ fn still_queued_upstream_at_the_deadline_is_canceled_there_and_expired() {
 }
 
 /// A cancel arrives while the job's submission is in flight; the upstream then accepts it.
-/// The job is CANCELED and, since the upstream now holds it, canceled there too: it never
-/// runs or bills. The record keeps the upstream's id.
+/// Canceling only here would let the job run and bill upstream, unseen. The cancel is recorded
+/// and answered truthfully ("in flight"); once the upstream accepts, the gateway cancels it
+/// there, and the job is CANCELED with the upstream's confirmation. The record keeps the id.
 #[test]
 fn cancel_during_an_in_flight_submission_cancels_it_upstream_too() {
     let w = World::new();
@@ -138,12 +139,36 @@ fn cancel_during_an_in_flight_submission_cancels_it_upstream_too() {
     let answer = w.race(At::Send("/async_predict".into()), submit, || {
         let key = w.snapshot().into_keys().find(|k| k.starts_with("job/")).expect("the record is written first");
         id = key.trim_start_matches("job/").to_owned();
-        let canceled = w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null);
-        assert_eq!(canceled.json()["canceled"], true, "{:?}", canceled.body);
+        let canceled = w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null).json();
+        assert_eq!(canceled["canceled"], false, "{canceled}");
+        assert!(canceled["message"].as_str().unwrap().contains("in flight"), "{canceled}");
     });
     assert_eq!(answer.status, 201);
-    assert_eq!(w.status(&id)["status"], "CANCELED");
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), s["cancel_requested"].as_bool()), (Some("CANCELED"), Some(true)), "{s}");
     assert_eq!(w.upstream_job(&id).status, "CANCELED", "canceled upstream as well");
+}
+
+/// The same cancel, but the submission fails (the upstream is down): it never reached the
+/// upstream, so the job is simply CANCELED, and no retry submits it later.
+#[test]
+fn cancel_during_a_submission_that_then_fails_is_canceled_and_never_retried() {
+    let w = World::new();
+    let submit =
+        w.handle(w.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#));
+    let mut id = String::new();
+    let answer = w.race(At::Send("/async_predict".into()), submit, || {
+        let key = w.snapshot().into_keys().find(|k| k.starts_with("job/")).unwrap();
+        id = key.trim_start_matches("job/").to_owned();
+        w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null);
+        w.net.upstream_down.set(Some(edge_predict::engine::TransportError::Timeout));
+    });
+    assert_eq!(answer.status, 201);
+    w.net.upstream_down.set(None);
+    w.run_until(600_000, |w| w.status(&id)["status"] == "CANCELED");
+    w.advance_ms(600_000);
+    let _ = w.sweep();
+    assert_eq!(w.async_submissions(), 1, "the failed attempt only");
 }
 
 /// A cancel whose upstream call succeeded but whose write here failed (store trouble) is
@@ -156,4 +181,24 @@ fn cancel_retried_after_the_upstream_already_canceled_reports_canceled() {
     let answer = w.call("DELETE", &format!("/async_request/{id}"), serde_json::Value::Null);
     assert_eq!(answer.json()["canceled"], true, "{:?}", answer.body);
     assert_eq!(w.status(&id)["status"], "CANCELED");
+}
+
+/// Two submits with one `Idempotency-Key`: the first claims the key and is about to write the
+/// job's record when the second arrives. The second finds the key claimed and no record yet,
+/// creates the record itself and submits; the first then finds the record there and submits
+/// nothing. One job, one upstream submission, one request id.
+#[test]
+fn same_key_submits_interleaved_before_the_record_is_written_submit_once() {
+    let w = World::new();
+    let request = || {
+        let mut r = w.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#);
+        r.headers_mut().insert("idempotency-key", "order-42".parse().unwrap());
+        r
+    };
+    let mut second = None;
+    let first = w.race(At::Write("job/".into()), w.handle(request()), || second = Some(w.send(request())));
+    let second = second.unwrap();
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (201, 201));
+    assert_eq!(first.json()["request_id"], second.json()["request_id"]);
+    assert_eq!(w.async_submissions(), 1);
 }

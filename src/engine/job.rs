@@ -150,9 +150,16 @@ pub struct Submission {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Upstream {
-    /// Not yet accepted. `next_at` is also a lease: a submission in flight pushes it forward,
-    /// so a crash mid-call is retried after it and two workers do not submit together.
-    Pending { input: Submission, attempts: u32, next_at: Timestamp },
+    /// Not yet accepted. `next_at` is also a lease: a submission in flight (`in_flight`) pushes
+    /// it forward, so a crash mid-call is retried after it and two workers do not submit
+    /// together; after a failed attempt it is the next retry.
+    Pending {
+        input: Submission,
+        attempts: u32,
+        next_at: Timestamp,
+        #[serde(default)]
+        in_flight: bool,
+    },
     /// Accepted; results arrive at the inbox under our id, status is reconciled with the
     /// upstream's id (`None` if its answer carried none: the inbox delivery then supplies it).
     Submitted { upstream_id: Option<String>, attempts: u32, checked_at: Timestamp },
@@ -268,7 +275,12 @@ impl Job {
             output: None,
             output_chunks: None,
             // Created already leased: the creating request submits it right away.
-            upstream: Upstream::Pending { input, attempts: 0, next_at: now.plus_millis(CLAIM_LEASE_MS) },
+            upstream: Upstream::Pending {
+                input,
+                attempts: 0,
+                next_at: now.plus_millis(CLAIM_LEASE_MS),
+                in_flight: true,
+            },
             cancel_requested: false,
             webhook: webhook_endpoint.map(|endpoint| Webhook { endpoint, attempts: Vec::new(), next_at: None }),
         }

@@ -277,19 +277,47 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                     // 5xx, 408, 429 or no answer: keep it pending and try again later.
                     Ok(_) | Err(_) => {
                         let backoff = (1000u64 << attempts.min(16).saturating_sub(1)).min(SUBMIT_RETRY_CAP_MS);
-                        j.upstream =
-                            Upstream::Pending { input: input.clone(), attempts, next_at: now.plus_millis(backoff) };
+                        j.upstream = Upstream::Pending {
+                            input: input.clone(),
+                            attempts,
+                            next_at: now.plus_millis(backoff),
+                            in_flight: false,
+                        };
                         Ok(())
                     }
                 }
             })
             .await?;
         if job.status.is_terminal() && matches!(job.upstream, Upstream::Submitted { upstream_id: Some(_), .. }) {
-            // Canceled or expired while the submission was in flight: the upstream accepted a
-            // job no one wants any more. Stop it there too (its id is on the record).
+            // Expired while the submission was in flight: the upstream accepted a job no one
+            // wants any more. Stop it there too (its id is on the record).
             let _ = self.cancel_upstream(&job).await;
         }
+        if job.cancel_requested && job.status == Status::Queued {
+            return self.cancel_after_submission(job, now).await;
+        }
         Ok(job)
+    }
+
+    /// A cancel came while the submission was in flight. Accepted: cancel it upstream, and
+    /// the job is CANCELED only if the upstream confirms (one that started is reconciled as
+    /// such, and its result kept). Not accepted: it never reached the upstream.
+    async fn cancel_after_submission(&self, job: Job, now: Timestamp) -> Result<Job, Error> {
+        if let Upstream::Submitted { upstream_id: Some(_), .. } = &job.upstream {
+            let confirmed = match self.cancel_upstream(&job).await {
+                Ok((status, body)) => {
+                    status.is_success() && serde_json::from_slice::<Value>(&body).is_ok_and(|r| r["canceled"] == true)
+                }
+                Err(_) => false,
+            };
+            if !confirmed {
+                return Ok(self.reconcile(&job, now).await?.0);
+            }
+        }
+        if matches!(job.upstream, Upstream::Submitted { upstream_id: None, .. }) {
+            return Ok(job);
+        }
+        Ok(self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0)
     }
 
     pub(crate) async fn status(
@@ -404,6 +432,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             (Status::InProgress, _) => {
                 let (job, ()) = self.update(id, request_cancel).await?;
                 Ok(answer(false, in_progress_message.to_owned(), &job))
+            }
+            (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
+                // The upstream may be accepting it right now: canceling only here would let it
+                // run (and bill) unseen. The submission sends the cancel once it has the id.
+                let (job, ()) = self.update(id, request_cancel).await?;
+                let message = "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it";
+                Ok(answer(false, message.to_owned(), &job))
             }
             (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
                 let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
@@ -592,8 +627,14 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             // Claim the submission on the record: of two sweeps, only one submits.
             let (claimed, won) = self
                 .update(id, |j| match &mut j.upstream {
-                    Upstream::Pending { next_at, .. } if *next_at <= now && !j.status.is_terminal() => {
+                    // Canceled while a submission that then died was in flight: do not submit it.
+                    Upstream::Pending { next_at, .. } if *next_at <= now && j.cancel_requested => {
+                        move_if_legal(j, Status::Canceled, now)?;
+                        Ok(false)
+                    }
+                    Upstream::Pending { next_at, in_flight, .. } if *next_at <= now && !j.status.is_terminal() => {
                         *next_at = now.plus_millis(super::job::CLAIM_LEASE_MS);
+                        *in_flight = true;
                         Ok(true)
                     }
                     _ => Ok(false),
