@@ -15,9 +15,9 @@
 //! ```text
 //!  client ──HTTP──▶ platform adapter ──http::Request + Ctx{now, entropy}──▶ engine
 //!                   (worker | spin)     ◀── Outcome{response, wake_at} ───┘  │
-//!                        │                                                   │ Store (get/put/
-//!                        └── at wake_at: Engine::sweep ──────────────────────┘ put_if_absent),
-//!                                                                              HttpClient
+//!                        │                                                   │ Store (versioned
+//!                        └── at wake_at: Engine::sweep ──────────────────────┘ get, conditional
+//!                                                                              put), HttpClient
 //! ```
 //!
 //! Modules:

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::clock::Timestamp;
 use super::error::{json_response, Error};
 use super::job::{codes, Job, JobError, Status, Upstream};
-use super::jobs::upstream_errors;
 use super::output::Stored;
+use super::reconcile::upstream_errors;
 use super::signature::baseten_verify;
 use super::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
 

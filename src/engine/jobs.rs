@@ -1,4 +1,5 @@
-//! Durable async jobs: submit, status, cancel, reconciliation with the upstream, and the sweep.
+//! Durable async jobs: the record (load, conditional update), submit and cancel. Status reads,
+//! reconciliation and expiry are in `reconcile.rs`; the sweep in `sweep.rs`.
 //!
 //! Store layout: `job/{id}` the record, `due/{id}` the sweep's index of live records,
 //! `idem/{sha256(key id, Idempotency-Key)}` → `{request_id, body_sha256}`.
@@ -25,20 +26,14 @@ use super::config::{ApiKey, Config};
 use super::error::{json_response, Error};
 use super::forward::{json_request, upstream_request};
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
+use super::reconcile::upstream_message;
 use super::route::{Operation, Subject, Target};
 use super::signature::sha256;
 use super::submit::AsyncRequest;
-use super::{full, Ctx, Engine, HttpClient, Outcome, Store, SweepReport, Version};
+use super::{full, Ctx, Engine, HttpClient, Outcome, Store, Version};
 
-/// Only one sweep runs per store at a time: the lease is one key per window this long, so a
-/// holder that died holds it at most to the end of its window.
-const SWEEP_LEASE_MS: u64 = 60_000;
-/// How often a held long-poll looks at its job again.
-const LONG_POLL_STEP_MS: u64 = 500;
-/// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
-const NEXT_SWEEP_KEY: &str = "sweep/next";
 /// A status read asks the upstream at most this often per job.
-const RECONCILE_ON_READ_MS: u64 = 1000;
+pub(crate) const RECONCILE_ON_READ_MS: u64 = 1000;
 /// How often an update re-reads and re-applies after losing a race before giving up (503).
 const UPDATE_ATTEMPTS: usize = 16;
 /// The longest wait between submission retries while the upstream is down.
@@ -48,13 +43,8 @@ pub(crate) fn job_key(id: &str) -> String {
     format!("job/{id}")
 }
 
-fn due_key(id: &str) -> String {
+pub(crate) fn due_key(id: &str) -> String {
     format!("due/{id}")
-}
-
-/// The sweep lease of the window `now` falls in (see [`Engine::sweep`]).
-pub fn sweep_lease_key(now: Timestamp) -> String {
-    format!("sweep/lease/{}", now.millis() / SWEEP_LEASE_MS)
 }
 
 /// A new job's id: random, or with an `Idempotency-Key`, derived from the key and the API
@@ -124,7 +114,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// A job the caller may see: it exists, is within retention and matches the path's subject.
-    async fn load_visible(&self, id: &str, subject: Option<&Subject>, now: Timestamp) -> Result<Job, Error> {
+    pub(crate) async fn load_visible(&self, id: &str, subject: Option<&Subject>, now: Timestamp) -> Result<Job, Error> {
         let not_found = || Error::RequestNotFound { request_id: id.to_owned() };
         if !is_request_id(id) {
             return Err(not_found());
@@ -136,7 +126,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         Ok(job)
     }
 
-    fn price(&self, subject: &Subject) -> f64 {
+    pub(crate) fn price(&self, subject: &Subject) -> f64 {
         self.config.upstream(subject).map_or(0.0, |u| u.price_per_second)
     }
 
@@ -215,7 +205,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// One submission attempt for a job whose submission is pending (and leased by the caller).
-    async fn submit_upstream(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
+    pub(crate) async fn submit_upstream(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
         let Some(job) = self.load(id).await? else {
             return Err(Error::RequestNotFound { request_id: id.to_owned() });
         };
@@ -320,94 +310,6 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         Ok(self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0)
     }
 
-    pub(crate) async fn status(
-        &self,
-        key: &ApiKey,
-        origin: Option<&str>,
-        subject: Option<&Subject>,
-        id: &str,
-        ctx: Ctx,
-        wait_ms: u64,
-    ) -> Result<Outcome<H::Body>, Error> {
-        let now = ctx.now;
-        let job = self.load_visible(id, subject, now).await?;
-        auth::authorize(key, Operation::Status, &job.subject, origin)?;
-        auth::authorize_job(key, &job)?;
-        let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
-        let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?);
-        let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
-        let mut outcome = Outcome::new(full(json_response(StatusCode::OK, &view)), wake_at);
-        // A long-poll: until the job ends or the wait is over, ask again shortly.
-        let deadline = ctx.received_at.plus_millis(wait_ms);
-        if !job.status.is_terminal() && now < deadline {
-            outcome.hold_until = Some(now.plus_millis(LONG_POLL_STEP_MS).min(deadline));
-        }
-        Ok(outcome)
-    }
-
-    /// Brings the record up to date: the upstream's view if the last check is older than
-    /// `min_interval_ms`, then queue expiry.
-    ///
-    /// Expiry asks the upstream first, whatever the interval: a job the upstream has already
-    /// started (or finished) is never EXPIRED, or its output would be dropped while its compute
-    /// is billed. A job still QUEUED upstream is canceled there before it is expired here; if
-    /// the upstream cannot be reached, it stays QUEUED and is asked again later.
-    async fn refresh(&self, job: Job, now: Timestamp, min_interval_ms: u64) -> Result<(Job, bool), Error> {
-        let mut job = job;
-        let mut changed = false;
-        let expiry_due = job.status == Status::Queued && now >= job.queue_deadline();
-        if let Upstream::Submitted { upstream_id: Some(_), checked_at, .. } = &job.upstream {
-            if !job.status.is_terminal() && (expiry_due || now >= checked_at.plus_millis(min_interval_ms)) {
-                let known = self.reconcile(&job, now).await?;
-                job = known.0;
-                changed = true;
-                if !known.1 && expiry_due {
-                    return Ok((job, changed));
-                }
-            }
-        }
-        if job.status != Status::Queued || now < job.queue_deadline() {
-            return Ok((job, changed));
-        }
-        if matches!(&job.upstream, Upstream::Submitted { upstream_id: Some(_), .. }) {
-            let canceled = match self.cancel_upstream(&job).await {
-                // Gone upstream (expired or forgotten there): nothing left to stop.
-                Ok((status, _)) if status == StatusCode::NOT_FOUND => true,
-                Ok((status, body)) => {
-                    status.is_success() && serde_json::from_slice::<Value>(&body).is_ok_and(|r| r["canceled"] == true)
-                }
-                Err(_) => false,
-            };
-            if !canceled {
-                // It started meanwhile, or the upstream did not answer: learn what it is doing.
-                let (job, _) = self.reconcile(&job, now).await?;
-                return Ok((job, true));
-            }
-        }
-        // A submission still in flight is canceled upstream when its answer comes
-        // ([`Engine::submit_upstream`]).
-        let (job, _) = self.update(&job.id, |j| j.expire_if_due(now).map_err(Error::from)).await?;
-        Ok((job, true))
-    }
-
-    /// Asks the upstream for the job's status and folds it into the record; records the
-    /// attempt either way, so an unreachable upstream is asked again a reconcile interval
-    /// later rather than at once. Returns whether the upstream answered.
-    async fn reconcile(&self, job: &Job, now: Timestamp) -> Result<(Job, bool), Error> {
-        let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
-            return Ok((job.clone(), false));
-        };
-        // A model since removed from the configuration: nothing to ask.
-        let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job.clone(), false)) };
-        let request = upstream_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), Bytes::new());
-        let (record, answered) = match self.call(request).await {
-            Ok((status, body)) if status.is_success() => (serde_json::from_slice(&body).unwrap_or(Value::Null), true),
-            _ => (Value::Null, false),
-        };
-        let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
-        Ok((job, answered))
-    }
-
     pub(crate) async fn cancel(
         &self,
         key: &ApiKey,
@@ -481,171 +383,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// Asks the upstream to cancel the job (Baseten cancels only QUEUED requests).
-    async fn cancel_upstream(&self, job: &Job) -> Result<(StatusCode, Bytes), Error> {
+    pub(crate) async fn cancel_upstream(&self, job: &Job) -> Result<(StatusCode, Bytes), Error> {
         let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
             return Err(Error::UpstreamProtocol { message: "no upstream id to cancel".to_owned() });
         };
         let upstream = self.config.upstream(&job.subject)?;
         let request = upstream_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), Bytes::new());
         self.call(request).await
-    }
-
-    /// Runs everything due on every live job. Failures leave a job due; they are counted.
-    ///
-    /// One sweep at a time per store, so concurrent instances (Spin runs them in parallel, on
-    /// one host or several sharing a store) do not deliver a webhook or submit a job twice.
-    /// The lease is a key per [`SWEEP_LEASE_MS`] window, `sweep/lease/{window}`, claimed with
-    /// put-if-absent and deleted by its holder when done. A holder that dies keeps it only to
-    /// the end of its window: the next window's key is a new claim, so no one ever has to
-    /// take a lease over (take-over by delete-then-claim lets two takers both win). A sweep
-    /// that finds the window's lease taken does nothing and asks to be woken again shortly.
-    ///
-    /// The lease keeps sweeps from doing the same work at once; it is not what makes them
-    /// safe. A sweep slowed past its window (slow receivers, many jobs) can overlap the next
-    /// window's sweep, so each job's outbound work is claimed on its record first
-    /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)), at the time `clock` gives when the
-    /// sweep reaches that job.
-    pub async fn sweep(&self, clock: &dyn Fn() -> Timestamp) -> SweepReport {
-        let now = clock();
-        let mut report = SweepReport::default();
-        let lease = sweep_lease_key(now);
-        if !matches!(self.store.put_if_absent(&lease, Vec::new()).await, Ok(true)) {
-            report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS));
-            return report;
-        }
-        report.ran = true;
-        self.sweep_leased(clock, &mut report).await;
-        // Only the holder gets here: the claim above succeeded for it alone.
-        let _ = self.store.delete(&lease).await;
-        report
-    }
-
-    async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, report: &mut SweepReport) {
-        let now = clock();
-        let ids = match self.store.list("due/").await {
-            Ok(keys) => keys,
-            Err(_) => {
-                report.failed = 1;
-                report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS * 60));
-                return;
-            }
-        };
-        for key in ids {
-            let id = key.trim_start_matches("due/");
-            let now = clock();
-            let next = match self.load(id).await {
-                Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
-                    Some(job.next_due(self.config.retention_seconds))
-                }
-                Ok(_) => {
-                    report.processed += 1;
-                    match self.run_due(id, now).await {
-                        Ok(Some(next)) => Some(next),
-                        Ok(None) => {
-                            report.deleted += 1;
-                            None
-                        }
-                        Err(e) => {
-                            report.failed += 1;
-                            report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
-                            Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
-                        }
-                    }
-                }
-                Err(e) => {
-                    report.failed += 1;
-                    report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
-                    Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
-                }
-            };
-            report.wake_at = match (report.wake_at, next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-
-    /// For platforms without alarms (Spin): remembers the earliest wake-up asked for, under
-    /// one store key, so a later request or a scheduler's `POST /_sweep` knows a sweep is due.
-    /// Best effort: a lost note only delays work until the next scheduled sweep.
-    pub async fn note_wake(&self, wake_at: Option<Timestamp>) {
-        let Some(at) = wake_at else { return };
-        let current = self.next_sweep().await;
-        if current.is_none_or(|c| at < c) {
-            let _ = self.store.put(NEXT_SWEEP_KEY, at.millis().to_string().into_bytes()).await;
-        }
-    }
-
-    /// Runs the sweep if the noted wake-up has come (see [`Engine::note_wake`]); otherwise
-    /// costs one store read. Returns the report when it ran.
-    pub async fn sweep_if_due(&self, clock: &dyn Fn() -> Timestamp) -> Option<SweepReport> {
-        if self.next_sweep().await.is_none_or(|at| at > clock()) {
-            return None;
-        }
-        // Clear first: wake-ups noted while this sweep runs must survive it.
-        let _ = self.store.delete(NEXT_SWEEP_KEY).await;
-        let report = self.sweep(clock).await;
-        self.note_wake(report.wake_at).await;
-        Some(report)
-    }
-
-    async fn next_sweep(&self) -> Option<Timestamp> {
-        let bytes = self.store.get(NEXT_SWEEP_KEY).await.ok()??;
-        std::str::from_utf8(&bytes).ok()?.parse().ok().map(Timestamp::from_millis)
-    }
-
-    /// Does what is due for one job; returns when it is next due, or `None` once it is gone.
-    /// A Durable Object per job calls this from its alarm; the sweep calls it for each job.
-    pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
-        let retention = self.config.retention_seconds;
-        let Some(job) = self.load(id).await? else {
-            // No record: its submit is still writing it, or died between index and record.
-            let made =
-                self.store.get(&due_key(id)).await?.and_then(|v| {
-                    std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
-                });
-            if let Some(settled) = made.map(|t| t.plus_millis(super::job::CLAIM_LEASE_MS)).filter(|t| now < *t) {
-                return Ok(Some(settled));
-            }
-            self.store.delete(&due_key(id)).await?;
-            return Ok(None);
-        };
-        if now >= job.retained_until(retention) {
-            // Record first: once it is gone nothing can read it; the rest are pointers to it.
-            self.store.delete(&job_key(id)).await?;
-            if let Some(chunks) = &job.output_chunks {
-                self.delete_output(chunks).await?;
-            }
-            if let Some(record) = &job.idempotency_record {
-                self.store.delete(record).await?;
-            }
-            self.store.delete(&due_key(id)).await?;
-            return Ok(None);
-        }
-        let (mut job, _) = self.refresh(job, now, super::job::RECONCILE_EVERY_MS).await?;
-        if matches!(job.upstream, Upstream::Pending { next_at, .. } if next_at <= now) && !job.status.is_terminal() {
-            // Claim the submission on the record: of two sweeps, only one submits.
-            let (claimed, won) = self
-                .update(id, |j| match &mut j.upstream {
-                    // Canceled while a submission that then died was in flight: do not submit it.
-                    Upstream::Pending { next_at, .. } if *next_at <= now && j.cancel_requested => {
-                        move_if_legal(j, Status::Canceled, now)?;
-                        Ok(false)
-                    }
-                    Upstream::Pending { next_at, in_flight, .. } if *next_at <= now && !j.status.is_terminal() => {
-                        *next_at = now.plus_millis(super::job::CLAIM_LEASE_MS);
-                        *in_flight = true;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                })
-                .await?;
-            job = if won { self.submit_upstream(id, now).await? } else { claimed };
-        }
-        if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
-            job = self.deliver(id, now).await?;
-        }
-        Ok(Some(job.next_due(retention)))
     }
 }
 
@@ -669,7 +413,7 @@ fn request_cancel(job: &mut Job) -> Result<(), Error> {
     Ok(())
 }
 
-fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error> {
+pub(crate) fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error> {
     if job.status.transition(to).is_ok() {
         job.move_to(to, now)?;
     }
@@ -680,67 +424,4 @@ fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error>
 fn upstream_request_id(body: &[u8]) -> Option<String> {
     let parsed: Value = serde_json::from_slice(body).ok()?;
     parsed["request_id"].as_str().map(str::to_owned)
-}
-
-/// The upstream's own message from a Baseten error body (`message`, `error` or `detail`).
-pub(crate) fn upstream_message(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    ["message", "error", "detail"].iter().find_map(|k| v[k].as_str().map(str::to_owned))
-}
-
-/// Errors from an upstream status record or webhook payload.
-pub(crate) fn upstream_errors(v: &Value) -> Vec<JobError> {
-    v.as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| JobError {
-                    code: e["code"].as_str().unwrap_or(codes::INTERNAL_SERVER_ERROR).to_owned(),
-                    message: e["message"].as_str().unwrap_or_default().to_owned(),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Folds the upstream's status record into ours. Stale or odd records never move a job backwards.
-fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Result<(), Error> {
-    if let Upstream::Submitted { checked_at, .. } = &mut job.upstream {
-        *checked_at = now;
-    }
-    if job.status.is_terminal() || record.is_null() {
-        return Ok(());
-    }
-    if let (None, Some(dep)) = (&job.deployment_id, record["deployment_id"].as_str()) {
-        job.deployment_id = Some(dep.to_owned());
-    }
-    let at = record["status_at"].as_str().and_then(Timestamp::parse_rfc3339).unwrap_or(now).min(now);
-    match record["status"].as_str().unwrap_or_default() {
-        "IN_PROGRESS" if job.status == Status::Queued => {
-            job.move_to(Status::InProgress, now)?;
-            job.started_at = Some(at.max(job.created_at));
-        }
-        // Done upstream; the output comes with the inbox delivery, which may be in flight.
-        "SUCCEEDED" => move_if_legal(job, Status::InProgress, now)?,
-        s @ ("FAILED" | "EXPIRED" | "CANCELED") => {
-            let to = match s {
-                "FAILED" => Status::Failed,
-                "EXPIRED" => Status::Expired,
-                _ => Status::Canceled,
-            };
-            if job.status.transition(to).is_ok() {
-                job.move_to(to, now)?;
-                job.errors = upstream_errors(&record["errors"]);
-            }
-        }
-        "WEBHOOK_FAILED" if job.status.transition(Status::Failed).is_ok() => {
-            job.move_to(Status::Failed, now)?;
-            job.errors.push(JobError::new(
-                codes::INTERNAL_SERVER_ERROR,
-                "the model finished but the upstream could not deliver its output to the gateway's inbox",
-            ));
-        }
-        _ => {}
-    }
-    Ok(())
 }

@@ -30,6 +30,8 @@ mod forward;
 mod inbox;
 mod jobs;
 mod output;
+mod reconcile;
+mod sweep;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -37,9 +39,9 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 pub use clock::Timestamp;
 pub use config::Config;
 pub use error::Error;
-pub use jobs::sweep_lease_key;
 pub use route::{Operation, Route, Subject, Target};
 pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
+pub use sweep::sweep_lease_key;
 pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS};
 
 /// The largest request body an adapter should read; beyond it, answer

@@ -1,0 +1,181 @@
+//! The sweep: everything due on every live job (submission retries, reconciliation, expiry,
+//! webhook attempts, deletion at the end of retention), one lease-holding sweep per store at
+//! a time. Durable Objects run it from each job's alarm; Spin after a response when due
+//! ([`Engine::note_wake`], [`Engine::sweep_if_due`]) and on `POST /_sweep`.
+
+use super::clock::Timestamp;
+use super::error::Error;
+use super::job::{Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
+use super::jobs::{due_key, job_key, move_if_legal, RECONCILE_ON_READ_MS};
+use super::{Engine, HttpClient, Store, SweepReport};
+
+/// Only one sweep runs per store at a time: the lease is one key per window this long, so a
+/// holder that died holds it at most to the end of its window.
+const SWEEP_LEASE_MS: u64 = 60_000;
+/// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
+const NEXT_SWEEP_KEY: &str = "sweep/next";
+
+/// The sweep lease of the window `now` falls in (see [`Engine::sweep`]).
+pub fn sweep_lease_key(now: Timestamp) -> String {
+    format!("sweep/lease/{}", now.millis() / SWEEP_LEASE_MS)
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    /// Runs everything due on every live job. Failures leave a job due; they are counted.
+    ///
+    /// One sweep at a time per store, so concurrent instances (Spin runs them in parallel, on
+    /// one host or several sharing a store) do not deliver a webhook or submit a job twice.
+    /// The lease is a key per [`SWEEP_LEASE_MS`] window, `sweep/lease/{window}`, claimed with
+    /// put-if-absent and deleted by its holder when done. A holder that dies keeps it only to
+    /// the end of its window: the next window's key is a new claim, so no one ever has to
+    /// take a lease over (take-over by delete-then-claim lets two takers both win). A sweep
+    /// that finds the window's lease taken does nothing and asks to be woken again shortly.
+    ///
+    /// The lease keeps sweeps from doing the same work at once; it is not what makes them
+    /// safe. A sweep slowed past its window (slow receivers, many jobs) can overlap the next
+    /// window's sweep, so each job's outbound work is claimed on its record first
+    /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)), at the time `clock` gives when the
+    /// sweep reaches that job.
+    pub async fn sweep(&self, clock: &dyn Fn() -> Timestamp) -> SweepReport {
+        let now = clock();
+        let mut report = SweepReport::default();
+        let lease = sweep_lease_key(now);
+        if !matches!(self.store.put_if_absent(&lease, Vec::new()).await, Ok(true)) {
+            report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS));
+            return report;
+        }
+        report.ran = true;
+        self.sweep_leased(clock, &mut report).await;
+        // Only the holder gets here: the claim above succeeded for it alone.
+        let _ = self.store.delete(&lease).await;
+        report
+    }
+
+    async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, report: &mut SweepReport) {
+        let now = clock();
+        let ids = match self.store.list("due/").await {
+            Ok(keys) => keys,
+            Err(_) => {
+                report.failed = 1;
+                report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS * 60));
+                return;
+            }
+        };
+        for key in ids {
+            let id = key.trim_start_matches("due/");
+            let now = clock();
+            let next = match self.load(id).await {
+                Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
+                    Some(job.next_due(self.config.retention_seconds))
+                }
+                Ok(_) => {
+                    report.processed += 1;
+                    match self.run_due(id, now).await {
+                        Ok(Some(next)) => Some(next),
+                        Ok(None) => {
+                            report.deleted += 1;
+                            None
+                        }
+                        Err(e) => {
+                            report.failed += 1;
+                            report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
+                            Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
+                        }
+                    }
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
+                    Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
+                }
+            };
+            report.wake_at = match (report.wake_at, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+
+    /// For platforms without alarms (Spin): remembers the earliest wake-up asked for, under
+    /// one store key, so a later request or a scheduler's `POST /_sweep` knows a sweep is due.
+    /// Best effort: a lost note only delays work until the next scheduled sweep.
+    pub async fn note_wake(&self, wake_at: Option<Timestamp>) {
+        let Some(at) = wake_at else { return };
+        let current = self.next_sweep().await;
+        if current.is_none_or(|c| at < c) {
+            let _ = self.store.put(NEXT_SWEEP_KEY, at.millis().to_string().into_bytes()).await;
+        }
+    }
+
+    /// Runs the sweep if the noted wake-up has come (see [`Engine::note_wake`]); otherwise
+    /// costs one store read. Returns the report when it ran.
+    pub async fn sweep_if_due(&self, clock: &dyn Fn() -> Timestamp) -> Option<SweepReport> {
+        if self.next_sweep().await.is_none_or(|at| at > clock()) {
+            return None;
+        }
+        // Clear first: wake-ups noted while this sweep runs must survive it.
+        let _ = self.store.delete(NEXT_SWEEP_KEY).await;
+        let report = self.sweep(clock).await;
+        self.note_wake(report.wake_at).await;
+        Some(report)
+    }
+
+    async fn next_sweep(&self) -> Option<Timestamp> {
+        let bytes = self.store.get(NEXT_SWEEP_KEY).await.ok()??;
+        std::str::from_utf8(&bytes).ok()?.parse().ok().map(Timestamp::from_millis)
+    }
+
+    /// Does what is due for one job; returns when it is next due, or `None` once it is gone.
+    /// A Durable Object per job calls this from its alarm; the sweep calls it for each job.
+    pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+        let retention = self.config.retention_seconds;
+        let Some(job) = self.load(id).await? else {
+            // No record: its submit is still writing it, or died between index and record.
+            let made =
+                self.store.get(&due_key(id)).await?.and_then(|v| {
+                    std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
+                });
+            if let Some(settled) = made.map(|t| t.plus_millis(CLAIM_LEASE_MS)).filter(|t| now < *t) {
+                return Ok(Some(settled));
+            }
+            self.store.delete(&due_key(id)).await?;
+            return Ok(None);
+        };
+        if now >= job.retained_until(retention) {
+            // Record first: once it is gone nothing can read it; the rest are pointers to it.
+            self.store.delete(&job_key(id)).await?;
+            if let Some(chunks) = &job.output_chunks {
+                self.delete_output(chunks).await?;
+            }
+            if let Some(record) = &job.idempotency_record {
+                self.store.delete(record).await?;
+            }
+            self.store.delete(&due_key(id)).await?;
+            return Ok(None);
+        }
+        let (mut job, _) = self.refresh(job, now, RECONCILE_EVERY_MS).await?;
+        if matches!(job.upstream, Upstream::Pending { next_at, .. } if next_at <= now) && !job.status.is_terminal() {
+            // Claim the submission on the record: of two sweeps, only one submits.
+            let (claimed, won) = self
+                .update(id, |j| match &mut j.upstream {
+                    // Canceled while a submission that then died was in flight: do not submit it.
+                    Upstream::Pending { next_at, .. } if *next_at <= now && j.cancel_requested => {
+                        move_if_legal(j, Status::Canceled, now)?;
+                        Ok(false)
+                    }
+                    Upstream::Pending { next_at, in_flight, .. } if *next_at <= now && !j.status.is_terminal() => {
+                        *next_at = now.plus_millis(CLAIM_LEASE_MS);
+                        *in_flight = true;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                })
+                .await?;
+            job = if won { self.submit_upstream(id, now).await? } else { claimed };
+        }
+        if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
+            job = self.deliver(id, now).await?;
+        }
+        Ok(Some(job.next_due(retention)))
+    }
+}
