@@ -29,6 +29,9 @@ setup:
 	cargo install worker-build --version $(WORKER_BUILD_VERSION) --locked
 	cargo install wac-cli --version $(WAC_VERSION) --locked
 	cargo build --release -p local-upstream
+	@# The real clients the tests drive (Baseten's SDK, the Standard Webhooks verifier).
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 	@# Debian's Chromium for the browser tests (a test tool's own browser download fails here),
 	@# and Redis for the Spin hosts that share one store.
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { apt-get update -qq && \

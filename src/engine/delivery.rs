@@ -27,7 +27,7 @@ pub(crate) fn delivery_request(
     let mut payload = json!({
         "request_id": job.id,
         "model_id": job.subject.id(),
-        "deployment_id": job.deployment_id,
+        "deployment_id": job.deployment(),
         "type": "async_request_completed",
         "time": now.rfc3339(),
         "data": output,

@@ -406,12 +406,23 @@ impl Job {
     }
 
     /// The status record callers see: Baseten's fields, then the gateway's additions.
+    /// The deployment that runs the job, as Baseten's records give it: always a string (its
+    /// clients require one). Until the upstream has reported it, the one the job was sent to
+    /// if the caller named it (`deployment/{id}`), else empty.
+    pub fn deployment(&self) -> String {
+        match (&self.deployment_id, &self.target) {
+            (Some(id), _) => id.clone(),
+            (None, Target::Deployment(id)) => id.clone(),
+            (None, _) => String::new(),
+        }
+    }
+
     /// The status record as callers see it, with the output (read from wherever it is kept).
     pub fn view(&self, now: Timestamp, price_per_second: f64, output: Option<Value>) -> Value {
         let mut v = json!({
             "request_id": self.id,
             self.subject.id_field(): self.subject.id(),
-            "deployment_id": self.deployment_id,
+            "deployment_id": self.deployment(),
             "status": self.status.as_str(),
             "webhook_status": self.webhook_status,
             "created_at": self.created_at.rfc3339(),

@@ -43,6 +43,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         outbound_webhook_retried_until_delivered,
         outbound_webhook_that_never_succeeds,
         a_5_mb_output_is_kept_polled_and_delivered,
+        baseten_sdk_submits_and_parses_every_status_record,
         inbox_rejects_unsigned_and_forged_deliveries,
         inbox_path_that_is_not_a_request_id_is_404,
         bad_input_is_refused_and_changes_nothing,
@@ -347,6 +348,53 @@ async fn idempotency_key_submits_once(w: Arc<World>) {
         w.api.status_until(&ids[0], 30 * SECOND, "the idempotent job to succeed", |s| s["status"] == "SUCCEEDED").await;
     assert_eq!(s["output"], body["model_input"]);
     assert_eq!(s["usage"]["attempts"], 1, "submitted upstream once: {s}");
+}
+
+/// Baseten's Python SDK (`tests/clients/baseten_sdk.py`, in the `.venv` that `make setup`
+/// makes) submits a job and parses a status record at every stage: QUEUED before submission
+/// (the upstream is unreachable), QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, EXPIRED, CANCELED.
+async fn baseten_sdk_submits_and_parses_every_status_record(w: Arc<World>) {
+    let (target, dep) = own_target(&w);
+    let running = blocker(&w, &target, 12_000).await;
+    let expiring = w.api.submit(&target, json!({"model_input": {"x": 1}, "max_time_in_queue_seconds": 10})).await;
+    let queued = w.api.submit(&target, json!({"model_input": {"q": 1}})).await;
+    let canceled = w.api.submit(&target, json!({"model_input": {"c": 1}})).await;
+    w.api.send("DELETE", &format!("/async_request/{canceled}"), Some(keys::FULL), &[], Body::None).await.expect(200);
+    let unsent = w.api.post("/models/broken/production/async_predict", json!({"model_input": 1})).await.request_id();
+    let succeeded = w.api.submit("production", json!({"model_input": {"s": 1}})).await;
+    let failed = w.api.submit("production", json!({"model_input": {"fail_status": 400}})).await;
+    let mut expected = Vec::new();
+    for (id, status) in [
+        (&running, "IN_PROGRESS"),
+        (&succeeded, "SUCCEEDED"),
+        (&failed, "FAILED"),
+        (&expiring, "EXPIRED"),
+        (&queued, "QUEUED"),
+        (&canceled, "CANCELED"),
+        (&unsent, "QUEUED"),
+    ] {
+        w.api.status_until(id, 30 * SECOND, status, |s| s["status"] == status).await;
+        expected.push((id.clone(), status));
+    }
+    let python = crate::worker::repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    let out = tokio::process::Command::new(python)
+        .arg(crate::worker::repo_root().join("tests/clients/baseten_sdk.py"))
+        .args([w.api.base.as_str(), keys::FULL, dep.as_str()])
+        .args(expected.iter().map(|(id, _)| id.as_str()))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the Baseten SDK failed:\n{stderr}");
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), expected.len() + 1, "{records:?}");
+    assert_eq!(records[0]["status"], "QUEUED", "the SDK's own submission, behind the blocker: {records:?}");
+    for (record, (id, status)) in records[1..].iter().zip(&expected) {
+        assert_eq!((record["request_id"].as_str(), record["status"].as_str()), (Some(id.as_str()), Some(*status)));
+        assert!(record["deployment_id"].is_string(), "{record}");
+    }
 }
 
 /// Larger than a Durable Object row holds (2 MB): kept in chunks, read back whole.
