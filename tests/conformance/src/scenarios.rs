@@ -44,6 +44,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         outbound_webhook_that_never_succeeds,
         a_5_mb_output_is_kept_polled_and_delivered,
         baseten_sdk_submits_and_parses_every_status_record,
+        a_plain_receiver_gets_a_body_the_standard_webhooks_verifier_accepts,
         inbox_rejects_unsigned_and_forged_deliveries,
         inbox_path_that_is_not_a_request_id_is_404,
         bad_input_is_refused_and_changes_nothing,
@@ -395,6 +396,39 @@ async fn baseten_sdk_submits_and_parses_every_status_record(w: Arc<World>) {
         assert_eq!((record["request_id"].as_str(), record["status"].as_str()), (Some(id.as_str()), Some(*status)));
         assert!(record["deployment_id"].is_string(), "{record}");
     }
+}
+
+/// A plain receiver (Python's `http.server`, reading `Content-Length` bytes) checking each
+/// delivery with the `standardwebhooks` reference verifier (`tests/clients/plain_receiver.py`).
+async fn a_plain_receiver_gets_a_body_the_standard_webhooks_verifier_accepts(w: Arc<World>) {
+    use tokio::io::AsyncBufReadExt;
+    let python = crate::worker::repo_root().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `make setup`", python.display());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("deliveries.jsonl");
+    let mut receiver = tokio::process::Command::new(python)
+        .arg(crate::worker::repo_root().join("tests/clients/plain_receiver.py"))
+        .arg(secrets::OUTBOUND_WEBHOOK_SECRET)
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let port = lines.next_line().await.unwrap().expect("the receiver's port");
+    let input = json!({"plain": "receiver", "n": [1, 2, 3]});
+    let hook = format!("http://127.0.0.1:{port}/plain");
+    let id = w.api.submit("production", json!({"model_input": input, "webhook_endpoint": hook})).await;
+    let s = w
+        .api
+        .status_until(&id, 30 * SECOND, "a delivery the receiver accepts", |s| s["webhook_status"] != "PENDING")
+        .await;
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(s["webhook_status"], "SUCCEEDED", "{s}\nthe receiver saw: {log}");
+    let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["verified"], true, "{first}");
+    let payload: Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
+    assert_eq!((payload["request_id"].as_str(), &payload["data"]), (Some(id.as_str()), &input));
 }
 
 /// Larger than a Durable Object row holds (2 MB): kept in chunks, read back whole.
