@@ -271,6 +271,13 @@ fn default_tolerance() -> u64 {
     300
 }
 
+/// A parser's message with every quoted value elided: `invalid type: string "…"`. A value in
+/// the wrong field may be a secret; the field's name is what the operator needs.
+fn without_values(message: &str) -> String {
+    let parts: Vec<&str> = message.split('"').enumerate().map(|(i, p)| if i % 2 == 1 { "…" } else { p }).collect();
+    parts.join("\"")
+}
+
 fn config_error(field: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Config { field: field.into(), message: message.into() }
 }
@@ -281,12 +288,13 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(json);
         let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            config_error(if path == "." { "(document)".to_owned() } else { path }, e.inner().to_string())
+            config_error(if path == "." { "(document)".to_owned() } else { path }, without_values(&e.inner().to_string()))
         })?;
         let resolve = |field: String, name: &str| -> Result<String, Error> {
             match secret(name) {
                 Some(value) if !value.is_empty() => Ok(value),
-                _ => Err(config_error(field, format!("secret '{name}' is not set"))),
+                // Not the name: an operator who pasted a secret's value here would publish it.
+                _ => Err(config_error(field, "the secret this names is not set")),
             }
         };
 
@@ -446,6 +454,23 @@ mod tests {
         match Config::parse(&doc.to_string(), &secrets) {
             Err(Error::Config { field, .. }) => field,
             other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    /// A secret pasted where its name belongs, or where any other value belongs, must not be
+    /// published by the unauthenticated error every caller then gets; the field is named.
+    #[test]
+    fn a_misconfiguration_names_the_field_and_never_echoes_a_value() {
+        const PASTED: &str = "sk-live-0123456789abcdef";
+        let mut pasted_as_name = doc();
+        pasted_as_name["models"]["demo"]["api_key_secret_name"] = PASTED.into();
+        let mut pasted_as_value = doc();
+        pasted_as_value["dev_mode"] = PASTED.into();
+        for (doc, field) in [(pasted_as_name, "models.demo.api_key_secret_name"), (pasted_as_value, "dev_mode")] {
+            let e = Config::parse(&doc.to_string(), &secrets).unwrap_err();
+            let body = String::from_utf8(e.to_response().into_body().to_vec()).unwrap();
+            assert!(!body.contains(PASTED) && !format!("{e:?}").contains(PASTED), "{body}");
+            assert!(body.contains(field) && body.contains("GATEWAY_MISCONFIGURED"), "{body}");
         }
     }
 
