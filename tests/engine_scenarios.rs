@@ -875,8 +875,9 @@ fn a_browser_token_sees_only_its_own_jobs_or_the_one_it_is_bound_to() {
     let read =
         |tok: &str, method: &str, path: String| w.send(with_origin(w.request(method, &path, Some(tok), ""), APP));
     assert_eq!(read(&alice, "GET", format!("/async_request/{job}")).status, 200);
-    read(&bob, "GET", format!("/async_request/{job}")).assert_error(403, "FORBIDDEN");
-    read(&bob, "DELETE", format!("/async_request/{job}")).assert_error(403, "FORBIDDEN");
+    // Another token's job is answered as one that does not exist.
+    read(&bob, "GET", format!("/async_request/{job}")).assert_error(404, "REQUEST_NOT_FOUND");
+    read(&bob, "DELETE", format!("/async_request/{job}")).assert_error(404, "REQUEST_NOT_FOUND");
     assert_eq!(w.status(&job)["status"], "QUEUED", "bob changed nothing; the server key still sees it");
 
     // A token bound to one job the server created may follow that job only.
@@ -884,8 +885,37 @@ fn a_browser_token_sees_only_its_own_jobs_or_the_one_it_is_bound_to() {
     let bound =
         token(&w, json!({"models": ["demo"], "operations": ["status"], "origins": [APP], "request_id": server_job}));
     assert_eq!(read(&bound, "GET", format!("/async_request/{server_job}")).status, 200);
-    read(&bound, "GET", format!("/async_request/{job}")).assert_error(403, "FORBIDDEN");
+    read(&bound, "GET", format!("/async_request/{job}")).assert_error(404, "REQUEST_NOT_FOUND");
+    // It may not cancel at all: refused for the operation, which says nothing about the job.
     read(&bound, "DELETE", format!("/async_request/{server_job}")).assert_error(403, "FORBIDDEN");
+}
+
+// ---------- isolation between keys ----------
+
+#[test]
+fn a_key_sees_only_its_own_and_its_tokens_jobs_unless_configured_for_all() {
+    let mut doc = config_doc();
+    doc["keys"].as_array_mut().unwrap().push(json!({"id": "operator", "sha256": sha256_hex("operator-key"),
+        "models": ["*"], "chains": ["*"], "jobs": "all"}));
+    let w = World::with_config(doc);
+    let mine = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/private"}));
+    let as_key =
+        |key: &str, method: &str, id: &str| w.send(w.request(method, &format!("/async_request/{id}"), Some(key), ""));
+    let before = w.snapshot();
+    // Another key: as if the job did not exist, for reads and cancels alike; nothing changes.
+    as_key(OTHER_KEY, "GET", &mine).assert_error(404, "REQUEST_NOT_FOUND");
+    as_key(OTHER_KEY, "DELETE", &mine).assert_error(404, "REQUEST_NOT_FOUND");
+    let unknown = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        as_key(OTHER_KEY, "GET", &mine).body.len() - mine.len(),
+        as_key(OTHER_KEY, "GET", unknown).body.len() - unknown.len()
+    );
+    assert_eq!(w.snapshot(), before);
+    // Its own key, and a key configured to see every job, do see it.
+    assert_eq!(as_key(KEY, "GET", &mine).status, 200);
+    let seen = as_key("operator-key", "GET", &mine);
+    assert_eq!((seen.status.as_u16(), seen.json()["request_id"].as_str()), (200, Some(mine.as_str())));
+    assert_eq!(as_key("operator-key", "DELETE", &mine).json()["canceled"], true);
 }
 
 #[test]

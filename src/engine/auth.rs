@@ -43,13 +43,20 @@ pub fn authenticate(config: &Config, headers: &HeaderMap, now: Timestamp) -> Res
     found.cloned().ok_or_else(|| unauthorized("invalid API key"))
 }
 
-/// A browser token sees only the jobs it created, or the one job it is bound to.
+/// Which jobs a caller sees: a key, the jobs it created and those its browser tokens created
+/// (unless configured with `"jobs": "all"`); a browser token, the jobs it created and the one
+/// job it is bound to. Any other job is answered exactly as one that does not exist (404), so
+/// a caller cannot even learn that another's job is there.
 pub fn authorize_job(key: &ApiKey, job: &Job) -> Result<(), Error> {
-    match &key.token {
-        Some(binding) if job.key_id != key.id && binding.request_id.as_deref() != Some(job.id.as_str()) => {
-            Err(Error::Forbidden { message: "this browser token may only use its own jobs".to_owned() })
-        }
-        _ => Ok(()),
+    let own = job.key_id == key.id;
+    let visible = match &key.token {
+        Some(binding) => own || binding.request_id.as_deref() == Some(job.id.as_str()),
+        None => key.all_jobs || own || job.key_id.strip_prefix(key.id.as_str()).is_some_and(|t| t.starts_with('~')),
+    };
+    if visible {
+        Ok(())
+    } else {
+        Err(Error::RequestNotFound { request_id: job.id.clone() })
     }
 }
 

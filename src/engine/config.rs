@@ -68,6 +68,8 @@ pub struct ApiKey {
     pub operations: Option<Vec<Operation>>,
     /// Browser origins allowed to use this key. Empty: no browser use.
     pub origins: Scope,
+    /// Sees (reads, cancels) every job, not only its own and its tokens' (`"jobs": "all"`).
+    pub all_jobs: bool,
     /// Set when the caller is a browser token minted from a key: it may only see the jobs it
     /// created itself (or the one job it is bound to).
     pub token: Option<TokenBinding>,
@@ -232,6 +234,17 @@ struct KeyDoc {
     operations: Option<Vec<Operation>>,
     #[serde(default)]
     origins: Vec<String>,
+    #[serde(default)]
+    jobs: JobsDoc,
+}
+
+/// Which jobs a key sees: its own (and its browser tokens'), or every job (an operator's key).
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum JobsDoc {
+    #[default]
+    Own,
+    All,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +301,10 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(json);
         let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            config_error(if path == "." { "(document)".to_owned() } else { path }, without_values(&e.inner().to_string()))
+            config_error(
+                if path == "." { "(document)".to_owned() } else { path },
+                without_values(&e.inner().to_string()),
+            )
         })?;
         let resolve = |field: String, name: &str| -> Result<String, Error> {
             match secret(name) {
@@ -319,6 +335,7 @@ impl Config {
                 chains: Scope::from_list(k.chains),
                 operations: k.operations,
                 origins: Scope::from_list(k.origins),
+                all_jobs: k.jobs == JobsDoc::All,
                 token: None,
             });
         }

@@ -319,8 +319,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         now: Timestamp,
     ) -> Result<Outcome<H::Body>, Error> {
         let job = self.load_visible(id, subject, now).await?;
-        auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
+        // What the key may do at all first (that reveals nothing about the job), then whether
+        // it may see this job (404 if not), then the job's model or chain.
+        auth::authorize_operation(key, Operation::Cancel, origin)?;
         auth::authorize_job(key, &job)?;
+        auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
         let (job, _) = self.refresh(job, now, u64::MAX).await?;
         let answer = |canceled: bool, message: String, job: &Job| {
             let body =

@@ -30,8 +30,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     ) -> Result<Outcome<H::Body>, Error> {
         let now = ctx.now;
         let job = self.load_visible(id, subject, now).await?;
-        auth::authorize(key, Operation::Status, &job.subject, origin)?;
+        auth::authorize_operation(key, Operation::Status, origin)?;
         auth::authorize_job(key, &job)?;
+        auth::authorize(key, Operation::Status, &job.subject, origin)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
         let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?);
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));

@@ -70,6 +70,7 @@ pub fn verify(config: &Config, token: &str, now: Timestamp) -> Result<ApiKey, Er
         chains: intersect(&parent.chains, claims.chains),
         operations: Some(claims.ops.into_iter().filter(|op| parent.allows_operation(*op)).collect()),
         origins: Scope::from_list(claims.origins),
+        all_jobs: false,
         token: Some(TokenBinding { request_id: claims.rid }),
     })
 }
