@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -25,24 +26,30 @@ pub fn baseten_sign(secret: &str, body: &[u8]) -> String {
     format!("v1={}", hex::encode(m.finalize().into_bytes()))
 }
 
+/// At most this many `v1=` values are looked at (rotation needs two): an unauthenticated
+/// header cannot make the inbox do more work than this.
+const MAX_SIGNATURE_CANDIDATES: usize = 8;
+
 /// Whether any `v1=` value in `header` is a valid signature of `body` under any of `secrets`.
-/// Every comparison is constant-time (`verify_slice`); malformed values are skipped.
+/// One MAC per secret, compared with every candidate in constant time; a header with more
+/// than [`MAX_SIGNATURE_CANDIDATES`] values, or malformed ones, matches nothing.
 pub fn baseten_verify(secrets: &[String], header: &str, body: &[u8]) -> bool {
-    let candidates: Vec<Vec<u8>> = header
-        .split(',')
-        .filter_map(|part| part.trim().strip_prefix("v1="))
-        .filter_map(|h| hex::decode(h).ok())
-        .collect();
-    let mut ok = false;
+    let values: Vec<&str> = header.split(',').filter_map(|part| part.trim().strip_prefix("v1=")).collect();
+    if values.len() > MAX_SIGNATURE_CANDIDATES {
+        return false;
+    }
+    let candidates: Vec<Vec<u8>> = values.iter().filter_map(|h| hex::decode(h).ok()).collect();
+    let mut ok = subtle::Choice::from(0);
     for secret in secrets {
+        let mut m = mac(secret.as_bytes());
+        m.update(body);
+        let tag = m.finalize().into_bytes();
         for candidate in &candidates {
-            let mut m = mac(secret.as_bytes());
-            m.update(body);
             // No early exit: the work done does not depend on which value matched.
-            ok |= m.verify_slice(candidate).is_ok();
+            ok |= tag.as_slice().ct_eq(candidate.as_slice());
         }
     }
-    ok
+    ok.into()
 }
 
 /// The HMAC key of a Standard Webhooks secret: base64 after `whsec_`. A secret without the
@@ -102,6 +109,17 @@ mod tests {
         for header in ["", "v1=", "v1=zz", "v2=55e5d32d", &BASETEN_SIG[3..], &BASETEN_SIG[..40]] {
             assert!(!baseten_verify(&secrets, header, BASETEN_BODY), "{header}");
         }
+    }
+
+    /// Candidates are capped: a header stuffed with values (each would cost a comparison)
+    /// matches nothing, even with the valid value among them.
+    #[test]
+    fn baseten_verify_refuses_headers_with_more_than_eight_values() {
+        let secrets = vec!["local-upstream-webhook-secret".to_owned()];
+        let filler = format!("v1={}", "0".repeat(64));
+        let with = |n: usize| format!("{},{BASETEN_SIG}", vec![filler.as_str(); n - 1].join(","));
+        assert!(baseten_verify(&secrets, &with(8), BASETEN_BODY));
+        assert!(!baseten_verify(&secrets, &with(9), BASETEN_BODY));
     }
 
     /// The Standard Webhooks reference vector, as published in the spec's test suites.
