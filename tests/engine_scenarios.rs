@@ -1109,3 +1109,39 @@ fn an_output_one_byte_past_the_limit_fails_the_job_with_a_clear_error_and_no_ret
     assert!(s.get("output").is_none(), "{s}");
     assert_eq!(keys_with_prefix(&w, "out/"), 0);
 }
+
+// ---------- admission: refused from the head, before any body or store ----------
+
+#[test]
+fn requests_are_admitted_from_their_head_alone() {
+    use edge_predict::engine::Admission;
+    let w = World::new();
+    let head = |method: &str, path: &str, key: Option<&str>, length: usize, extra: Option<(&'static str, &str)>| {
+        let mut r = w.request(method, path, key, "");
+        r.headers_mut().insert("content-length", length.into());
+        if let Some((name, value)) = extra {
+            r.headers_mut().insert(http::HeaderName::from_static(name), value.parse().unwrap());
+        }
+        w.engine().admit(&r, w.now())
+    };
+    let submit = "/models/demo/production/async_predict";
+    let twenty_mb = 20 * 1024 * 1024;
+    let refused = |a: Admission| match a {
+        Admission::Refuse(e) => e.code(),
+        Admission::Read { body_limit } => panic!("admitted, reading up to {body_limit}"),
+    };
+    assert_eq!(refused(head("POST", submit, None, twenty_mb, None)), "UNAUTHORIZED");
+    assert_eq!(refused(head("POST", submit, Some("not-a-key"), 10, None)), "UNAUTHORIZED");
+    assert_eq!(refused(head("POST", submit, Some(KEY), 256 * 1024 + 1, None)), "PAYLOAD_TOO_LARGE");
+    assert_eq!(head("POST", submit, Some(KEY), 100, None), Admission::Read { body_limit: 256 * 1024 });
+    let status = "/async_request/0123456789abcdef0123456789abcdef";
+    assert_eq!(refused(head("GET", status, None, 0, None)), "UNAUTHORIZED");
+    assert_eq!(refused(head("DELETE", status, Some(KEY), twenty_mb, None)), "PAYLOAD_TOO_LARGE");
+    let inbox = "/webhooks/baseten/0123456789abcdef0123456789abcdef";
+    assert_eq!(refused(head("POST", inbox, None, 100, None)), "INVALID_SIGNATURE");
+    let signed = Some(("x-baseten-signature", "v1=00"));
+    assert!(matches!(head("POST", inbox, None, 100, signed), Admission::Read { .. }));
+    assert_eq!(refused(head("POST", inbox, None, 33 * 1024 * 1024, signed)), "PAYLOAD_TOO_LARGE");
+    // Stateless routes are refused by the engine itself, with nothing stored anywhere.
+    assert!(matches!(head("POST", "/models/demo/production/predict", None, 10, None), Admission::Read { .. }));
+}

@@ -7,6 +7,7 @@ use http::{Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::clock::Timestamp;
+use super::config::Config;
 use super::error::{json_response, Error};
 use super::job::{codes, Job, JobError, Status, Upstream};
 use super::output::Stored;
@@ -17,16 +18,7 @@ use super::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn inbox(&self, id: &str, request: &Request<Bytes>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
         let now = ctx.now;
-        let secrets = &self.config.webhooks.inbound_secrets;
-        let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
-        if secrets.is_empty() {
-            return Err(bad("the webhook inbox is disabled: no inbound secret is configured"));
-        }
-        let signature = header_str(request.headers(), "x-baseten-signature")
-            .ok_or_else(|| bad("missing X-BASETEN-SIGNATURE header"))?;
-        if !baseten_verify(secrets, signature, request.body()) {
-            return Err(bad("X-BASETEN-SIGNATURE does not match the body"));
-        }
+        verify_signature(self.config, request)?;
         if !super::jobs::is_request_id(id) {
             // Signed, but for no job this gateway could have made: the upstream must not retry.
             return Err(Error::RequestNotFound { request_id: id.to_owned() });
@@ -60,6 +52,21 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let body = json!({ "request_id": job.id, "status": job.status.as_str() });
         Ok(Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds))))
     }
+}
+
+/// `X-BASETEN-SIGNATURE` against the inbound secrets; no store is involved.
+pub(crate) fn verify_signature(config: &Config, request: &Request<Bytes>) -> Result<(), Error> {
+    let secrets = &config.webhooks.inbound_secrets;
+    let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
+    if secrets.is_empty() {
+        return Err(bad("the webhook inbox is disabled: no inbound secret is configured"));
+    }
+    let signature = header_str(request.headers(), "x-baseten-signature")
+        .ok_or_else(|| bad("missing X-BASETEN-SIGNATURE header"))?;
+    if !baseten_verify(secrets, signature, request.body()) {
+        return Err(bad("X-BASETEN-SIGNATURE does not match the body"));
+    }
+    Ok(())
 }
 
 /// Folds a signed result into the job. The first result wins; later ones change nothing.

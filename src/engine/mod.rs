@@ -58,6 +58,20 @@ pub enum Placement {
     Job(String),
 }
 
+/// What may be read of a request before it is handled, decided from its head alone
+/// ([`Engine::admit`]): a request without valid credentials, or announcing a body larger than
+/// its route takes, is refused before any store is touched or its body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Read at most this many bytes of the body, then handle it.
+    Read { body_limit: usize },
+    /// Answer with this error at once; do not read the body.
+    Refuse(Error),
+}
+
+/// A status read or cancel carries no body worth reading.
+const NO_BODY_LIMIT: usize = 16 * 1024;
+
 /// What the adapter supplies with each request: the time and fresh randomness (for ids).
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -168,6 +182,56 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         }
     }
 
+    /// The admission of a request, from its head alone: job routes need valid credentials (a
+    /// gateway key, or for the inbox a signature header) and a `Content-Length` within their
+    /// route's limit (async submits: `async_body_limit_bytes`; status and cancel: a small one).
+    /// Adapters check this before reading the body or touching a store, and read at most
+    /// `body_limit` bytes. (The inbox's signature itself needs the body: adapters that can
+    /// verify before touching job state do so with [`Engine::verify_inbox_if_inbox`].)
+    pub fn admit<B>(&self, request: &Request<B>, now: Timestamp) -> Admission {
+        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
+        let length =
+            header_str(request.headers(), header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+        let (limit, credentials) = match Route::parse(request.method(), host, request.uri().path()) {
+            Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, Some(false)),
+            Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, Some(false)),
+            Ok(Route::WebhookInbox { .. }) => (MAX_REQUEST_BODY, Some(true)),
+            _ => (MAX_REQUEST_BODY, None),
+        };
+        let refused = match credentials {
+            Some(false) => auth::authenticate(self.config, request.headers(), now).err(),
+            Some(true) if header_str(request.headers(), "x-baseten-signature").is_none() => {
+                Some(Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
+            }
+            _ => None,
+        };
+        match (refused, length) {
+            (Some(e), _) => Admission::Refuse(e),
+            (None, Some(n)) if n > limit => Admission::Refuse(Error::PayloadTooLarge { limit }),
+            (None, _) => Admission::Read { body_limit: limit },
+        }
+    }
+
+    /// For an inbox delivery whose body has been read (any other request passes): its
+    /// signature, checked without any store, so a forged delivery never reaches the job's state.
+    pub fn verify_inbox_if_inbox(&self, request: &Request<Bytes>) -> Result<(), Error> {
+        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
+        match Route::parse(request.method(), host, request.uri().path()) {
+            Ok(Route::WebhookInbox { .. }) => inbox::verify_signature(self.config, request),
+            _ => Ok(()),
+        }
+    }
+
+    /// The answer to a refused request: its error as JSON, with CORS as for any answer.
+    pub fn refusal<B>(&self, request: &Request<B>, error: &Error, now: Timestamp) -> Response<Bytes> {
+        let mut response = error.to_response();
+        if let Some(origin) = header_str(request.headers(), header::ORIGIN.as_str()) {
+            let allowed = self.cors_allowed(request, origin, now);
+            add_cors(response.headers_mut(), origin, allowed);
+        }
+        response
+    }
+
     /// Handles one gateway request. Never panics on any input; every refusal is a 4xx with
     /// `code` and `message`, and a refused request changes nothing in the store.
     pub async fn handle(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
@@ -276,7 +340,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// Whether `origin` may read the answer: a configured key allows it, or the request's
     /// browser token does. A preflight carries no credentials, so with browser tokens enabled
     /// it is answered for any origin; the real request is then checked against its token.
-    fn cors_allowed(&self, request: &Request<Bytes>, origin: &str, now: Timestamp) -> bool {
+    fn cors_allowed<B>(&self, request: &Request<B>, origin: &str, now: Timestamp) -> bool {
         if self.config.keys.iter().any(|k| k.origins.allows(origin)) {
             return true;
         }

@@ -12,9 +12,10 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 use spin_sdk::http_component;
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{Body, Engine, Error, SweepReport, Timer, Timestamp, MAX_REQUEST_BODY};
+use crate::engine::{Admission, Body, Engine, Error, NoStore, SweepReport, Timer, Timestamp};
 
-async fn read_request(incoming: IncomingRequest) -> Result<Request<Bytes>, Error> {
+/// The request's head (method, URI, headers, Host), with an empty body.
+fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
     let mut request = Request::new(Bytes::new());
     *request.method_mut() = incoming.method().into();
     *request.uri_mut() = incoming.path_with_query().unwrap_or_default().parse().unwrap_or_default();
@@ -30,18 +31,22 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request<Bytes>, Error
             request.headers_mut().entry(http::header::HOST).or_insert(host);
         }
     }
+    request
+}
+
+/// The body, read chunk by chunk up to `limit` bytes.
+async fn read_body(incoming: IncomingRequest, limit: usize) -> Result<Bytes, Error> {
     let mut body = Vec::new();
     let mut stream = std::pin::pin!(incoming.into_body_stream());
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| Error::MalformedJson { message: format!("request body could not be read: {e}") })?;
-        if body.len() + chunk.len() > MAX_REQUEST_BODY {
-            return Err(Error::PayloadTooLarge { limit: MAX_REQUEST_BODY });
+        if body.len() + chunk.len() > limit {
+            return Err(Error::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
-    *request.body_mut() = Bytes::from(body);
-    Ok(request)
+    Ok(Bytes::from(body))
 }
 
 async fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
@@ -76,15 +81,23 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         Ok(c) => c,
         Err(e) => return send_response(out, e.to_response()).await,
     };
+    // Credentials and announced size first: a refused request reads no body, opens no store.
+    let gate = Engine::new(&config, &NoStore, &WasiHttp);
+    let mut request = request_head(&incoming);
+    let body_limit = match gate.admit(&request, now()) {
+        Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())).await,
+        Admission::Read { body_limit } => body_limit,
+    };
+    match read_body(incoming, body_limit).await {
+        Ok(body) => *request.body_mut() = body,
+        Err(e) => return send_response(out, gate.refusal(&request, &e, now())).await,
+    }
     let store = match KvStore::open() {
         Ok(s) => s,
         Err(e) => return send_response(out, Error::Store(e).to_response()).await,
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
-    let outcome = match read_request(incoming).await {
-        Ok(request) => engine.handle_held(request, entropy(), &SpinTimer).await,
-        Err(e) => return send_response(out, e.to_response()).await,
-    };
+    let outcome = engine.handle_held(request, entropy(), &SpinTimer).await;
     let response = outcome.response.map(|body| match body {
         Body::Full(bytes) | Body::Upstream(bytes) => bytes,
     });

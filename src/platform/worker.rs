@@ -17,8 +17,8 @@ use worker::{
 };
 
 use crate::engine::{
-    Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer, Timestamp,
-    TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS,
+    Admission, Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer,
+    Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS,
 };
 
 /// The configuration document's variable; secrets it names are Worker secrets (or vars).
@@ -144,17 +144,30 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
     };
     let entropy = entropy();
     let engine = Engine::new(&config, &NoStore, &FetchClient);
-    match engine.placement(&request, now(), entropy) {
+    // Credentials and announced size first: a refused request reads no body, touches no object.
+    let refuse = |request: &HttpRequest, e: &Error| into_response(engine.refusal(request, e, now()).map(Body::Full));
+    let body_limit = match engine.admit(&request, now()) {
+        Admission::Refuse(e) => return Ok(refuse(&request, &e)),
+        Admission::Read { body_limit } => body_limit,
+    };
+    let placement = engine.placement(&request, now(), entropy);
+    let (parts, body) = request.into_parts();
+    let head = HttpRequest::from_parts(parts.clone(), worker::Body::empty());
+    let request = match read_request(HttpRequest::from_parts(parts, body), body_limit).await {
+        Ok(r) => r,
+        Err(e) => return Ok(refuse(&head, &e)),
+    };
+    match placement {
         Placement::Stateless => {
-            let request = match read_request(request, MAX_REQUEST_BODY).await {
-                Ok(r) => r,
-                Err(e) => return Ok(error_response(&e)),
-            };
             let outcome = engine.handle(request, Ctx::new(now(), entropy)).await;
             Ok(into_response(outcome.response))
         }
         Placement::Job(request_id) => {
-            let mut request = request;
+            // A forged delivery is refused here, before the job's object is touched.
+            if let Err(e) = engine.verify_inbox_if_inbox(&request) {
+                return Ok(refuse(&head, &e));
+            }
+            let mut request = request.map(Full::new);
             let value =
                 HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
             request.headers_mut().insert(ENTROPY_HEADER, value);

@@ -165,6 +165,18 @@ impl Api {
     }
 }
 
+/// Sends `bytes` as they are on a new connection to `base` (`http://host:port`) and returns
+/// everything the server answers until it closes the connection.
+pub async fn raw_exchange(base: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("a connection to the gateway");
+    stream.write_all(bytes).await.expect("the request head is sent");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Polls `f` every 100 ms until it returns `Ok`, or panics after `timeout` with the last error.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where

@@ -48,6 +48,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         inbox_rejects_unsigned_and_forged_deliveries,
         inbox_path_that_is_not_a_request_id_is_404,
         bad_input_is_refused_and_changes_nothing,
+        unauthenticated_and_oversized_requests_are_refused_before_their_body,
         cors_preflight_and_origins,
         browser_tokens_are_scoped_to_their_origins_and_jobs,
         long_poll_answers_when_the_job_ends,
@@ -490,6 +491,30 @@ async fn concurrent_submits_same_key_and_distinct(w: Arc<World>) {
         assert_eq!(s["output"], json!({"n": n}), "{s}");
     }
     assert_eq!(w.upstream.accepted(&dep), 200);
+}
+
+/// Submits announcing a 20 MB body are refused from their head alone: the gateway answers
+/// before a byte of the body is sent (the client here sends none, waiting for the answer as a
+/// client sending `Expect: 100-continue` would). Unauthenticated: 401. Authenticated but over
+/// the async limit, from a page: 413, with CORS so the page can read why.
+async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w: Arc<World>) {
+    let page = crate::BROWSER_ORIGIN;
+    let auth = format!("Authorization: Bearer {}\r\nOrigin: {page}\r\n", keys::FULL);
+    for (extra, status, code) in [("", 401, "UNAUTHORIZED"), (auth.as_str(), 413, "PAYLOAD_TOO_LARGE")] {
+        let head = format!(
+            "POST /models/demo/production/async_predict HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            20 * 1024 * 1024
+        );
+        let answer = tokio::time::timeout(20 * SECOND, crate::client::raw_exchange(&w.api.base, head.as_bytes()))
+            .await
+            .expect("an answer without the body being sent");
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(answer.contains(code), "{answer}");
+        if status == 413 {
+            assert!(answer.to_ascii_lowercase().contains(&format!("access-control-allow-origin: {page}")), "{answer}");
+        }
+    }
 }
 
 async fn cancel_a_queued_job(w: Arc<World>) {
