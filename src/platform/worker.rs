@@ -167,15 +167,32 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
             if let Err(e) = engine.verify_inbox_if_inbox(&request) {
                 return Ok(refuse(&head, &e));
             }
-            let mut request = request.map(Full::new);
-            let value =
-                HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
-            request.headers_mut().insert(ENTROPY_HEADER, value);
-            let stub = env.durable_object(JOBS_BINDING)?.id_from_name(&request_id)?.get_stub()?;
-            let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
-            Ok(http::Response::try_from(response)?.map(Either::Right))
+            match forward(&env, &request_id, request, entropy).await {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    // Still the gateway's JSON, with CORS: the caller may retry.
+                    worker::console_error!("job object {request_id}: {e}");
+                    Ok(refuse(&head, &Error::Store(StoreError::new("the job's object could not be reached"))))
+                }
+            }
         }
     }
+}
+
+/// Runs a job's request in its Durable Object, with the Worker's entropy (so both place the
+/// same request id).
+async fn forward(
+    env: &Env,
+    request_id: &str,
+    request: Request<Bytes>,
+    entropy: [u8; 16],
+) -> worker::Result<Response<ResponseBody>> {
+    let mut request = request.map(Full::new);
+    let value = HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    request.headers_mut().insert(ENTROPY_HEADER, value);
+    let stub = env.durable_object(JOBS_BINDING)?.id_from_name(request_id)?.get_stub()?;
+    let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
+    Ok(http::Response::try_from(response)?.map(Either::Right))
 }
 
 /// One job's Durable Object: its SQLite storage is the job's store, its alarm the sweep.
@@ -214,7 +231,10 @@ impl DurableObject for JobObject {
             Ok(c) => c,
             Err(e) => return worker::Response::try_from(error_response(&e)),
         };
-        let request = http::Request::try_from(request)?;
+        let request = match http::Request::try_from(request) {
+            Ok(r) => r,
+            Err(e) => return worker::Response::try_from(error_response(&Error::Store(StoreError::new(e.to_string())))),
+        };
         let entropy = request
             .headers()
             .get(ENTROPY_HEADER)
@@ -230,7 +250,12 @@ impl DurableObject for JobObject {
         let engine = Engine::new(&config, &store, &FetchClient);
         // Long-polls are held here, in the job's object: timers keep it alive, not busy.
         let Outcome { response, wake_at, .. } = engine.handle_held(request, entropy, &WorkerTimer).await;
-        self.schedule(wake_at).await?;
+        if let Err(e) = self.schedule(wake_at).await {
+            // The job's schedule is its alarm: without it, say so (503, retry) rather than 200.
+            worker::console_error!("alarm not set: {e}");
+            let unscheduled = Error::Store(StoreError::new("the job's alarm could not be set"));
+            return worker::Response::try_from(error_response(&unscheduled));
+        }
         worker::Response::try_from(into_response(response))
     }
 
