@@ -1145,3 +1145,16 @@ fn requests_are_admitted_from_their_head_alone() {
     // Stateless routes are refused by the engine itself, with nothing stored anywhere.
     assert!(matches!(head("POST", "/models/demo/production/predict", None, 10, None), Admission::Read { .. }));
 }
+
+#[test]
+fn a_platform_error_from_the_upstream_gets_code_and_message_and_keeps_its_fields() {
+    let w = World::new();
+    let a = w.call("POST", "/models/demo/production/predict", json!({"platform_status": 503}));
+    a.assert_error(503, "MODEL_UNAVAILABLE");
+    let body = a.json();
+    assert_eq!((body["message"].as_str(), body["detail"].as_str()), (Some("no replica"), Some("d")), "{body}");
+    assert_eq!(a.headers.get("retry-after").unwrap(), "7");
+    // The model's own error is not touched.
+    let a = w.call("POST", "/models/demo/production/predict", json!({"fail_status": 422}));
+    assert_eq!((a.status.as_u16(), a.json()), (422, json!({"error": "demo model failure"})));
+}

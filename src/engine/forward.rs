@@ -15,7 +15,14 @@ use super::upstream::{HttpClient, TransportError};
 use super::{Body, Engine, Outcome, Store};
 
 /// Upstream response headers a caller sees. Hop-by-hop and platform headers stay behind.
-const PASSED_BACK: [&str; 4] = ["content-type", "x-baseten-request-id", "retry-after", "cache-control"];
+const PASSED_BACK: [&str; 6] = [
+    "content-type",
+    "x-baseten-request-id",
+    "retry-after",
+    "cache-control",
+    "x-baseten-error-source",
+    "x-baseten-error-code",
+];
 /// Caller headers the upstream sees, besides its own `Authorization`.
 const PASSED_ON: [&str; 3] = ["content-type", "accept", "x-baseten-request-id"];
 /// Small JSON answers from the upstream (status records, queue counts, cancel answers).
@@ -37,6 +44,29 @@ pub(crate) fn json_request(upstream: &Upstream, method: Method, suffix: &str, bo
     let mut request = upstream_request(upstream, method, suffix, Bytes::from(body.to_string()));
     request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     request
+}
+
+/// A platform error from the upstream, as the gateway's errors are: `code` and `message`
+/// (from Baseten's `error_code` and `error`, which are kept, as is every other field), so a
+/// caller reads every platform error the same way.
+fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
+    let mut error = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let code = text(error.get("code"))
+        .or_else(|| text(error.get("error_code")))
+        .unwrap_or_else(|| format!("UPSTREAM_HTTP_{}", status.as_u16()));
+    let message = text(error.get("message"))
+        .or_else(|| text(error.get("error")))
+        .or_else(|| text(error.get("detail")))
+        .unwrap_or_else(|| format!("the model's platform answered {status}"));
+    error.entry("code").or_insert_with(|| code.clone().into());
+    error.entry("message").or_insert_with(|| message.clone().into());
+    error.entry("error_code").or_insert_with(|| code.into());
+    error.entry("error").or_insert_with(|| message.into());
+    Bytes::from(Value::Object(error).to_string())
 }
 
 pub(crate) fn transport_error(e: TransportError) -> Error {
@@ -65,12 +95,25 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let answer = self.http.send(outbound).await.map_err(transport_error)?;
         let (up, body) = answer.into_parts();
-        let mut response = Response::new(Body::Upstream(body));
+        // A model's own error (Truss marks it `X-BASETEN-ERROR-SOURCE: 04`) passes through
+        // unchanged, as on Baseten; any other non-2xx is the platform's, and gets the gateway's
+        // error fields.
+        let from_model = up.headers.get("x-baseten-error-source").is_some_and(|v| v == "04");
+        let body = if up.status.is_success() || from_model {
+            Body::Upstream(body)
+        } else {
+            let bytes = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(transport_error)?;
+            Body::Full(platform_error_body(up.status, &bytes))
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = up.status;
         for name in PASSED_BACK {
             if let Some(value) = up.headers.get(name) {
                 response.headers_mut().insert(HeaderName::from_static(name), value.clone());
             }
+        }
+        if matches!(response.body(), Body::Full(_)) {
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         Ok(Outcome::new(response, None))
     }

@@ -225,7 +225,18 @@ impl Net {
             (Method::POST, [.., "predict" | "run_remote"]) => {
                 let input: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
                 if let Some(code) = input["fail_status"].as_u64() {
-                    return resp(code as u16, json!({"error": "demo model failure"}));
+                    // The model's own error, marked as Truss marks it.
+                    let mut r = resp(code as u16, json!({"error": "demo model failure"}));
+                    r.headers_mut().insert("x-baseten-error-source", "04".parse().unwrap());
+                    return r;
+                }
+                if let Some(code) = input["platform_status"].as_u64() {
+                    let mut r = resp(
+                        code as u16,
+                        json!({"error": "no replica", "error_code": "MODEL_UNAVAILABLE", "detail": "d"}),
+                    );
+                    r.headers_mut().insert("retry-after", "7".parse().unwrap());
+                    return r;
                 }
                 let mut r = Response::new(req.body().clone());
                 r.headers_mut().insert(

@@ -28,6 +28,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
     scenarios![
         sync_predict_and_run_remote_on_every_target,
         sync_model_error_passes_through_unchanged,
+        sync_platform_errors_get_code_and_message,
         sync_unreachable_upstream_is_a_gateway_error,
         async_lifecycle_by_polling_alone,
         async_chain_run_remote,
@@ -176,6 +177,28 @@ async fn sync_model_error_passes_through_unchanged(w: Arc<World>) {
         let a = w.api.post("/chains/demo-chain/development/run_remote", json!({"fail_status": status})).await;
         assert_eq!(a.expect(status).json(), json!({"error": "demo model failure"}));
     }
+}
+
+/// The platform's own failures (load shedding, parking timeout, replica crash, unavailable,
+/// predict timeout) get `code` and `message`, mirroring Baseten's `error_code` and `error`,
+/// which are kept, with `Retry-After`; a model's error (above) is left as it was.
+async fn sync_platform_errors_get_code_and_message(w: Arc<World>) {
+    let platform = [
+        (429u16, "LOAD_SHEDDING"),
+        (500, "PARKING_TIMEOUT"),
+        (502, "REPLICA_CRASHED"),
+        (503, "MODEL_UNAVAILABLE"),
+        (504, "MODEL_PREDICT_TIMEOUT"),
+    ];
+    for (status, code) in platform {
+        let a = w.api.post("/models/demo/production/predict", json!({"platform_status": status})).await;
+        a.expect_error(status, code);
+        if matches!(status, 429 | 503) {
+            assert_eq!(a.header("retry-after"), Some("1"), "{:?}", a.headers);
+        }
+    }
+    let a = w.api.post("/models/demo/production/predict", json!({"fail_status": 500})).await;
+    assert_eq!(a.header("x-baseten-error-source"), Some("04"), "{:?}", a.headers);
 }
 
 async fn sync_unreachable_upstream_is_a_gateway_error(w: Arc<World>) {

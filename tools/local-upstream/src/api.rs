@@ -169,11 +169,23 @@ async fn predict(req: Request) -> Response {
         Ok(v) => v,
         Err(e) => return bad_request(format!("request body is not valid JSON: {e}")),
     };
-    let (status, body) = match demo::run(&input).await {
-        Ok(output) => (StatusCode::OK, output),
-        Err(f) => (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), f.body),
+    let (status, body, failure) = match demo::run(&input).await {
+        Ok(output) => (StatusCode::OK, output, None),
+        Err(f) => {
+            (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), f.body.clone(), Some(f))
+        }
     };
     let mut resp = (status, Json(body)).into_response();
+    match failure {
+        Some(f) if f.from_model => {
+            resp.headers_mut().insert("x-baseten-error-source", HeaderValue::from_static("04"));
+            resp.headers_mut().insert("x-baseten-error-code", HeaderValue::from_static("700"));
+        }
+        Some(f) if matches!(f.status, 429 | 503) => {
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
     resp.headers_mut()
         .insert("x-baseten-request-id", HeaderValue::from_str(&new_id()).expect("hex is a valid header value"));
     resp
