@@ -1158,3 +1158,13 @@ fn a_platform_error_from_the_upstream_gets_code_and_message_and_keeps_its_fields
     let a = w.call("POST", "/models/demo/production/predict", json!({"fail_status": 422}));
     assert_eq!((a.status.as_u16(), a.json()), (422, json!({"error": "demo model failure"})));
 }
+
+#[test]
+fn a_failed_delivery_records_a_category_not_the_networks_own_words() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": "https://nothing-there.example.net/hook"}));
+    w.complete(&id, json!("out"));
+    let _ = w.sweep();
+    let attempt = &w.status(&id)["webhook"]["attempts"][0];
+    assert_eq!((attempt["error"].as_str(), &attempt["status_code"]), (Some("connect"), &Value::Null), "{attempt}");
+}

@@ -86,7 +86,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 // 2xx only: a redirect is a failure, as in the Standard Webhooks guidance.
                 (DeliveryAttempt { at: now, status_code: Some(status.as_u16()), error: None }, status.is_success())
             }
-            Err(e) => (DeliveryAttempt { at: now, status_code: None, error: Some(e.to_string()) }, false),
+            // A category (connect, tls, timeout, body), not the platform's text: a caller must
+            // not learn from its webhook record what lies behind an address.
+            Err(e) => (DeliveryAttempt { at: now, status_code: None, error: Some(e.category().to_owned()) }, false),
         };
         let policy = self.config.webhooks.delivery;
         let (job, ()) = self

@@ -1,10 +1,11 @@
 //! Which caller `webhook_endpoint`s the gateway will deliver to (DESIGN §6).
 //!
-//! https only; plain http only to loopback and only in dev mode. Never to private, loopback,
-//! link-local, shared (CGNAT), unspecified or cloud-metadata addresses, nor names that mean
-//! them (`localhost`, `*.internal`). This checks what the URL says; a public name that
-//! resolves to a private address is the platform's to stop (Workers and Spin both refuse
-//! private destinations for outbound fetches by default).
+//! https only; plain http only to loopback and only in dev mode. An address literal must be
+//! global unicast (private, loopback, link-local, shared, metadata, documentation,
+//! benchmarking and IPv4-in-IPv6 forms are refused), and names that mean a local network
+//! (`localhost`, `*.internal`, `*.local`, single labels) are refused. This checks what the URL
+//! says: a public name that resolves to a private address is the platform's to stop (see the
+//! README's security notes for what each platform's egress does).
 
 use std::net::IpAddr;
 
@@ -49,26 +50,31 @@ pub fn validate(raw: &str, dev_mode: bool) -> Result<Url, Error> {
     }
 }
 
-/// `Ok(true)` for loopback (allowed in dev mode), `Ok(false)` for public, `Err` for the rest.
+/// `Ok(true)` for loopback (allowed in dev mode), `Ok(false)` for a global unicast address,
+/// `Err` for everything else. An allowlist, not a blocklist: every special-purpose range
+/// (IANA's registries) is refused, including those that reach IPv4 through IPv6 (IPv4-
+/// compatible, NAT64, 6to4, Teredo).
 fn check_ip(ip: IpAddr) -> Result<bool, Error> {
-    let refuse = || Err(Error::invalid(FIELD, "must not target a private, link-local or metadata address"));
+    let refuse = || Err(Error::invalid(FIELD, "must be a public (global unicast) address"));
     match ip {
         IpAddr::V4(v4) => {
             if v4.is_loopback() {
                 return Ok(true);
             }
-            let [a, b, ..] = v4.octets();
-            let shared = a == 100 && (64..128).contains(&b); // 100.64.0.0/10
-            if v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || shared
-                || a == 0
-                || a >= 240
-            {
+            let [a, b, c, _] = v4.octets();
+            let special = a == 0                                  // 0.0.0.0/8 "this network"
+                || a == 10                                        // private
+                || (a == 100 && (64..128).contains(&b))           // 100.64.0.0/10 shared (CGNAT)
+                || (a == 169 && b == 254)                         // link-local, cloud metadata
+                || (a == 172 && (16..32).contains(&b))            // private
+                || (a == 192 && b == 0 && (c == 0 || c == 2))     // IETF assignments, documentation
+                || (a == 192 && b == 88 && c == 99)               // 6to4 relay anycast
+                || (a == 192 && b == 168)                         // private
+                || (a == 198 && (b == 18 || b == 19))             // 198.18.0.0/15 benchmarking
+                || (a == 198 && b == 51 && c == 100)              // documentation
+                || (a == 203 && b == 0 && c == 113)               // documentation
+                || a >= 224; // multicast, reserved, broadcast
+            if special {
                 return refuse();
             }
             Ok(false)
@@ -80,10 +86,13 @@ fn check_ip(ip: IpAddr) -> Result<bool, Error> {
             if v6.is_loopback() {
                 return Ok(true);
             }
-            let first = v6.segments()[0];
-            let unique_local = (first & 0xfe00) == 0xfc00; // fc00::/7, includes fd00:ec2::254
-            let link_local = (first & 0xffc0) == 0xfe80; // fe80::/10
-            if v6.is_unspecified() || v6.is_multicast() || unique_local || link_local {
+            let [s0, s1, ..] = v6.segments();
+            let global_unicast = (s0 & 0xe000) == 0x2000; // 2000::/3
+            let special = s0 == 0x2002                      // 6to4: an IPv4 address inside
+                || (s0 == 0x2001 && s1 < 0x0200)            // 2001::/23 IETF (Teredo, benchmarking, …)
+                || (s0 == 0x2001 && s1 == 0x0db8)           // documentation
+                || s0 == 0x3fff; // 3fff::/20 documentation
+            if !global_unicast || special {
                 return refuse();
             }
             Ok(false)
@@ -142,6 +151,17 @@ mod tests {
             "not a url",
             "/relative",
             "https://255.255.255.255/x",
+            // IPv4 reached through IPv6, and the special-purpose ranges a blocklist forgets.
+            "https://[::7f00:1]/x",
+            "https://[64:ff9b::a00:5]/x",
+            "https://[2002:a9fe:a9fe::]/x",
+            "https://[2001:0:4136:e378::1]/x",
+            "https://[fec0::1]/x",
+            "https://[2001:db8::1]/x",
+            "https://198.18.0.1/x",
+            "https://198.19.255.1/x",
+            "https://192.0.0.8/x",
+            "https://192.88.99.1/x",
         ];
         for url in refused {
             for dev in [false, true] {

@@ -72,7 +72,7 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
 pub(crate) fn transport_error(e: TransportError) -> Error {
     match e {
         TransportError::Timeout => Error::UpstreamTimeout,
-        TransportError::Connect(message) => Error::UpstreamUnreachable { message },
+        TransportError::Connect(message) | TransportError::Tls(message) => Error::UpstreamUnreachable { message },
         TransportError::Body(message) => Error::UpstreamProtocol { message },
     }
 }

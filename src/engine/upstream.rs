@@ -14,8 +14,10 @@ pub const OUTBOUND_TIMEOUT_MS: u64 = 30_000;
 /// Why a request got no HTTP response at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {
-    /// Connection refused, DNS failure, TLS failure, reset: nothing was answered.
+    /// Connection refused, DNS failure, reset: nothing was answered.
     Connect(String),
+    /// The TLS handshake failed (certificate, protocol), where the platform tells it apart.
+    Tls(String),
     /// No answer within the adapter's deadline.
     Timeout,
     /// The response started but its body broke or exceeded the limit.
@@ -26,8 +28,22 @@ impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Connect(m) => write!(f, "connect: {m}"),
+            Self::Tls(m) => write!(f, "tls: {m}"),
             Self::Timeout => f.write_str("timeout"),
             Self::Body(m) => write!(f, "body: {m}"),
+        }
+    }
+}
+
+impl TransportError {
+    /// What kind of failure, without the platform's text (which can describe the network
+    /// behind an address): what a delivery attempt records for its caller to see.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Tls(_) => "tls",
+            Self::Timeout => "timeout",
+            Self::Body(_) => "body",
         }
     }
 }

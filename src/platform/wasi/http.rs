@@ -163,6 +163,9 @@ fn transport(code: ErrorCode) -> TransportError {
         | ErrorCode::ConnectionReadTimeout
         | ErrorCode::ConnectionWriteTimeout
         | ErrorCode::HttpResponseTimeout => TransportError::Timeout,
+        ErrorCode::TlsProtocolError | ErrorCode::TlsCertificateError | ErrorCode::TlsAlertReceived(_) => {
+            TransportError::Tls(format!("{code:?}"))
+        }
         other => TransportError::Connect(format!("{other:?}")),
     }
 }
