@@ -374,6 +374,14 @@ impl Config {
                     "a whsec_ secret must be base64 after the prefix",
                 ));
             }
+            // Every webhook receiver holds the outbound secret: if it also signed inbound
+            // results, any receiver could forge a result for any job.
+            if inbound_secrets.iter().any(|inbound| inbound == secret) {
+                return Err(config_error(
+                    "webhooks.outbound_secret_name",
+                    "must name a different secret than every inbound one (receivers hold the outbound secret)",
+                ));
+            }
         }
         let d = w.delivery;
         if !(1..=50).contains(&d.max_attempts) {
@@ -489,6 +497,13 @@ mod tests {
             assert!(!body.contains(PASTED) && !format!("{e:?}").contains(PASTED), "{body}");
             assert!(body.contains(field) && body.contains("GATEWAY_MISCONFIGURED"), "{body}");
         }
+    }
+
+    #[test]
+    fn the_outbound_secret_may_not_be_an_inbound_one() {
+        let mut same = doc();
+        same["webhooks"]["outbound_secret_name"] = "IN".into();
+        assert_eq!(error_field(same), "webhooks.outbound_secret_name");
     }
 
     #[test]
