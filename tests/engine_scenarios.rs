@@ -1168,3 +1168,25 @@ fn a_failed_delivery_records_a_category_not_the_networks_own_words() {
     let attempt = &w.status(&id)["webhook"]["attempts"][0];
     assert_eq!((attempt["error"].as_str(), &attempt["status_code"]), (Some("connect"), &Value::Null), "{attempt}");
 }
+
+#[test]
+fn a_key_with_its_own_outbound_secret_signs_its_deliveries_with_it() {
+    let mut doc = config_doc();
+    doc["keys"][1]["outbound_secret_name"] = json!("TENANT_OUTBOUND");
+    let w = World::with_config(doc);
+    let hook = json!({"model_input": 1, "webhook_endpoint": "https://hooks.example.com/t"});
+    let mine = w.submit(hook.clone());
+    let theirs = {
+        let a = w.send(w.request("POST", "/models/demo/production/async_predict", Some(OTHER_KEY), hook.to_string()));
+        a.json()["request_id"].as_str().unwrap().to_owned()
+    };
+    w.complete(&mine, json!(1));
+    w.complete(&theirs, json!(2));
+    w.run_until(60_000, |w| w.net.deliveries.borrow().len() == 2);
+    for d in w.net.deliveries.borrow().iter() {
+        let id = d.headers()["x-baseten-request-id"].to_str().unwrap();
+        let secret = if id == theirs { TENANT_OUTBOUND_SECRET } else { OUTBOUND_SECRET };
+        let expected = format!("v1={}", hmac_hex(secret, d.body()));
+        assert_eq!(d.headers()["x-baseten-signature"].to_str().unwrap(), expected, "job {id}");
+    }
+}

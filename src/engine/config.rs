@@ -141,6 +141,8 @@ pub struct Webhooks {
     /// A `whsec_` secret is base64 after the prefix (Standard Webhooks); Baseten's header uses
     /// the whole string's bytes, as Baseten does with its secrets.
     pub outbound_secret: Option<String>,
+    /// Per key id: the secret that signs its jobs' deliveries instead of `outbound_secret`.
+    pub key_outbound_secrets: BTreeMap<String, String>,
     pub delivery: DeliveryPolicy,
 }
 
@@ -150,6 +152,7 @@ impl std::fmt::Debug for Webhooks {
             .field("inbound_secrets", &format_args!("<{} redacted>", self.inbound_secrets.len()))
             .field("inbound_tolerance_seconds", &self.inbound_tolerance_seconds)
             .field("outbound_secret", &self.outbound_secret.as_ref().map(|_| "<redacted>"))
+            .field("key_outbound_secrets", &self.key_outbound_secrets.keys().collect::<Vec<_>>())
             .field("delivery", &self.delivery)
             .finish()
     }
@@ -236,6 +239,10 @@ struct KeyDoc {
     origins: Vec<String>,
     #[serde(default)]
     jobs: JobsDoc,
+    /// Signs this key's (and its tokens') webhook deliveries instead of the global secret, so
+    /// one tenant's receivers cannot forge deliveries to another's.
+    #[serde(default)]
+    outbound_secret_name: Option<String>,
 }
 
 /// Which jobs a key sees: its own (and its browser tokens'), or every job (an operator's key).
@@ -319,6 +326,7 @@ impl Config {
             return Err(config_error("retention_seconds", "must be at least 1"));
         }
         let mut keys = Vec::with_capacity(doc.keys.len());
+        let mut key_outbound_secrets = BTreeMap::new();
         for (i, k) in doc.keys.into_iter().enumerate() {
             let field = format!("keys[{i}].sha256");
             let digest = hex::decode(&k.sha256)
@@ -327,6 +335,10 @@ impl Config {
                 .ok_or_else(|| config_error(field, "must be 64 hex characters (SHA-256 of the key)"))?;
             if k.id.is_empty() || keys.iter().any(|other: &ApiKey| other.id == k.id) {
                 return Err(config_error(format!("keys[{i}].id"), "must be non-empty and unique"));
+            }
+            if let Some(name) = &k.outbound_secret_name {
+                let secret = resolve(format!("keys[{i}].outbound_secret_name"), name)?;
+                key_outbound_secrets.insert(k.id.clone(), secret);
             }
             keys.push(ApiKey {
                 id: k.id,
@@ -374,14 +386,16 @@ impl Config {
                     "a whsec_ secret must be base64 after the prefix",
                 ));
             }
-            // Every webhook receiver holds the outbound secret: if it also signed inbound
-            // results, any receiver could forge a result for any job.
-            if inbound_secrets.iter().any(|inbound| inbound == secret) {
-                return Err(config_error(
-                    "webhooks.outbound_secret_name",
-                    "must name a different secret than every inbound one (receivers hold the outbound secret)",
-                ));
-            }
+        }
+        // Every webhook receiver holds an outbound secret: if it also signed inbound results,
+        // any receiver could forge a result for any job.
+        let outbound = outbound_secret.iter().map(|s| ("webhooks.outbound_secret_name".to_owned(), s));
+        let per_key = key_outbound_secrets.iter().map(|(id, s)| (format!("keys[id={id}].outbound_secret_name"), s));
+        if let Some((field, _)) = outbound.chain(per_key).find(|(_, s)| inbound_secrets.contains(s)) {
+            return Err(config_error(
+                field,
+                "must name a different secret than every inbound one (receivers hold the outbound secret)",
+            ));
         }
         let d = w.delivery;
         if !(1..=50).contains(&d.max_attempts) {
@@ -422,9 +436,17 @@ impl Config {
                 inbound_secrets,
                 inbound_tolerance_seconds: w.inbound_tolerance_seconds,
                 outbound_secret,
+                key_outbound_secrets,
                 delivery: d,
             },
         })
+    }
+
+    /// The secret that signs deliveries of a job created by `key_id` (a key, or one of its
+    /// browser tokens, `{key}~{token}`): the key's own if it has one, else the global one.
+    pub fn outbound_secret_for(&self, key_id: &str) -> Option<&str> {
+        let key = key_id.split_once('~').map_or(key_id, |(parent, _)| parent);
+        self.webhooks.key_outbound_secrets.get(key).or(self.webhooks.outbound_secret.as_ref()).map(String::as_str)
     }
 
     /// The upstream configured for a subject, or `UnknownSubject`.

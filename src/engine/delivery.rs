@@ -75,7 +75,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             .await?;
         let Some(webhook) = job.webhook.as_ref().filter(|_| won) else { return Ok(job) };
         let output = self.output_of(&job).await?;
-        let secret = self.config.webhooks.outbound_secret.as_deref();
+        let secret = self.config.outbound_secret_for(&job.key_id);
         let request = delivery_request(&job, output, &webhook.endpoint, secret, now);
         let (attempt, delivered) = match self.http.send(request).await {
             Ok(response) => {

@@ -144,7 +144,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Err(Error::PayloadTooLarge { limit: self.config.async_body_limit });
         }
         let parsed = AsyncRequest::parse(body, self.config.dev_mode)?;
-        if parsed.webhook_endpoint.is_some() && self.config.webhooks.outbound_secret.is_none() {
+        if parsed.webhook_endpoint.is_some() && self.config.outbound_secret_for(&key.id).is_none() {
             return Err(Error::invalid(
                 "webhook_endpoint",
                 "this gateway has no outbound webhook secret configured, so it cannot sign deliveries; poll the status instead",

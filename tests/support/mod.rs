@@ -27,6 +27,8 @@ pub const INBOUND_SECRET: &str = "inbound-secret";
 pub const OLD_INBOUND_SECRET: &str = "old-inbound-secret";
 pub const OUTBOUND_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const UPSTREAM_KEY: &str = "upstream-secret-key";
+/// A key's own outbound secret (configured per test).
+pub const TENANT_OUTBOUND_SECRET: &str = "whsec_dGVuYW50LWItb3V0Ym91bmQtc2VjcmV0LTAx";
 pub const T0: u64 = 1_800_000_000_000;
 
 pub fn sha256_hex(s: &str) -> String {
@@ -71,6 +73,7 @@ pub fn parse_config(doc: &Value) -> Config {
                 "OLD_INBOUND" => OLD_INBOUND_SECRET,
                 "OUTBOUND" => OUTBOUND_SECRET,
                 "TOKENS" => "browser-token-signing-secret-0123456789",
+                "TENANT_OUTBOUND" => TENANT_OUTBOUND_SECRET,
                 _ => return None,
             }
             .to_owned(),
