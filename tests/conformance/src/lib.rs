@@ -127,6 +127,21 @@ impl World {
     }
 }
 
+/// SIGKILL to a child's whole process group (wrangler and workerd, spin and its trigger,
+/// redis-server), then waits until the group is empty, so no stray process keeps a port.
+pub fn kill_group(mut child: std::process::Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let Ok(pid) = i32::try_from(child.id()) else { return };
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while killpg(Pid::from_raw(pid), None).is_ok() && Instant::now() < deadline {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Binds 127.0.0.1:0, reads the port and releases it.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")

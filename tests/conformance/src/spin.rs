@@ -15,9 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
 use crate::worker::repo_root;
 use crate::{keys, BoxFut, Gateway, GatewaySpec};
 
@@ -145,16 +142,8 @@ impl SpinHost {
 
     /// SIGKILL to the whole process group, then reap: no graceful shutdown.
     pub fn kill(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let Ok(pid) = i32::try_from(child.id()) else { return };
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            let _ = child.wait();
-            // Children that outlive the leader are still in the group: wait until it is empty.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while killpg(Pid::from_raw(pid), None).is_ok() && Instant::now() < deadline {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.lock().unwrap().take() {
+            crate::kill_group(child);
         }
     }
 

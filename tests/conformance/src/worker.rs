@@ -13,9 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
 use crate::{BoxFut, Gateway, GatewaySpec};
 
 /// How long `wrangler dev` may take to answer after it is started.
@@ -161,19 +158,8 @@ impl WorkerGateway {
 
     /// SIGKILL to the whole process group (wrangler, workerd, esbuild), then reap.
     fn kill(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = child.wait();
-            // Children that outlive the leader are still in the group: wait until it is empty.
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while killpg(Pid::from_raw(pid), None).is_ok() && Instant::now() < deadline {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
+        if let Some(child) = self.child.lock().unwrap().take() {
+            crate::kill_group(child);
         }
     }
 }

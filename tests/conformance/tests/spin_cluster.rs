@@ -23,15 +23,13 @@ use conformance::client::{eventually, Api, Body};
 use conformance::receiver::Receiver;
 use conformance::spin::{variables, SpinHost, Sweeper};
 use conformance::worker::repo_root;
-use conformance::{config_document, free_port, keys, secrets, GatewaySpec};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use conformance::{config_document, free_port, keys, kill_group, secrets, GatewaySpec};
 use serde_json::json;
 
 /// `redis-server` on a free loopback port, no persistence, in its own process group.
 struct Redis {
     port: u16,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Redis {
@@ -50,7 +48,7 @@ impl Redis {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
         })
         .await;
-        Self { port, child }
+        Self { port, child: Some(child) }
     }
 }
 
@@ -65,10 +63,9 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if let Some(child) = self.child.take() {
+            kill_group(child);
         }
-        let _ = self.child.wait();
     }
 }
 
