@@ -12,9 +12,11 @@
 //! so makes the sweep submit again (Baseten has no idempotent submit); the inbox then keeps the
 //! first result and ignores the second.
 //!
-//! Every write after an upstream call reloads the record and applies the observation to the
-//! fresh copy, so a result stored by the inbox meanwhile is never overwritten by a stale read;
-//! terminal states never move again (see [`Status::transition`]).
+//! Every write of a record is conditional on the version read ([`Engine::update`]): a request
+//! that lost a race re-reads and re-applies its change, so a result the inbox stored meanwhile
+//! is never overwritten by a stale copy; terminal states never move again (see
+//! [`Status::transition`]). Store layout beyond records: `out/{id}/{delivery}/{n}` large
+//! outputs (`output.rs`), `sweep/lease/{window}` and `sweep/next` (`sweep.rs`).
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
