@@ -699,8 +699,8 @@ fn a_browser_origin_outside_the_keys_scope_is_refused_and_an_allowed_one_gets_co
 #[test]
 fn a_bad_configuration_document_answers_500_naming_the_field() {
     let err = edge_predict::engine::Config::parse(
-        r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}]}"#,
-        &|_| None,
+        r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}], "id_secret_name": "IDS"}"#,
+        &|_| Some("request-id-secret-0123456789abcdef0123".to_owned()),
     )
     .unwrap_err();
     let response = err.to_response();
@@ -1189,4 +1189,33 @@ fn a_key_with_its_own_outbound_secret_signs_its_deliveries_with_it() {
         let expected = format!("v1={}", hmac_hex(secret, d.body()));
         assert_eq!(d.headers()["x-baseten-signature"].to_str().unwrap(), expected, "job {id}");
     }
+}
+
+#[test]
+fn an_idempotency_key_belongs_to_one_route_and_its_id_needs_the_gateway_secret() {
+    let w = World::new();
+    let submit = |path: &str, key: &str| {
+        let mut r = w.request("POST", path, Some(KEY), json!({"model_input": 1}).to_string());
+        r.headers_mut().insert("idempotency-key", key.parse().unwrap());
+        w.send(r)
+    };
+    let first = submit("/models/demo/production/async_predict", "order-7");
+    assert_eq!(first.status, 201);
+    // The same key for another target or another model is a conflict, not the first job.
+    submit("/models/demo/development/async_predict", "order-7").assert_error(409, "IDEMPOTENCY_KEY_REUSED");
+    submit("/chains/demo-chain/production/async_run_remote", "order-7").assert_error(409, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(w.async_submissions(), 1);
+    // The id is not the digest anyone reading the configuration could compute.
+    let id = first.json()["request_id"].as_str().unwrap().to_owned();
+    let guessable = hex::encode(
+        &<sha2::Sha256 as sha2::Digest>::digest(format!("{}\nidempotency\norder-7", sha256_hex(KEY)))[..16],
+    );
+    assert_ne!(id, guessable);
+    let mut doc = config_doc();
+    doc["id_secret_name"] = json!("TOKENS");
+    let other_secret = World::with_config(doc);
+    let mut r =
+        other_secret.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#);
+    r.headers_mut().insert("idempotency-key", "order-7".parse().unwrap());
+    assert_ne!(other_secret.send(r).json()["request_id"].as_str(), Some(id.as_str()), "another secret, another id");
 }

@@ -95,9 +95,10 @@ mod tests {
             "keys": [
                 {"id": "backend", "sha256": hex::encode(sha256(b"secret-1")), "models": ["demo"], "operations": ["predict"]},
                 {"id": "browser", "sha256": hex::encode(sha256(b"secret-2")), "models": ["*"], "chains": ["c"], "origins": ["https://app.example"]}
-            ]
+            ],
+            "id_secret_name": "IDS"
         });
-        Config::parse(&doc.to_string(), &|_| None).unwrap()
+        Config::parse(&doc.to_string(), &|_| Some("request-id-secret-0123456789abcdef0123".to_owned())).unwrap()
     }
 
     fn headers(auth: &str) -> HeaderMap {

@@ -27,6 +27,8 @@ pub struct Config {
     pub async_body_limit: usize,
     /// The largest model output kept (its JSON encoding); a larger result fails its job.
     pub output_limit: usize,
+    /// Keys the HMAC deriving request ids from idempotency keys.
+    pub id_secret: Secret,
     pub keys: Vec<ApiKey>,
     pub models: BTreeMap<String, Upstream>,
     pub chains: BTreeMap<String, Upstream>,
@@ -53,6 +55,22 @@ impl std::fmt::Debug for Upstream {
             .field("api_key", &"<redacted>")
             .field("price_per_second", &self.price_per_second)
             .finish()
+    }
+}
+
+/// A secret value: its `Debug` never shows it, so it cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -187,6 +205,8 @@ struct Document {
     async_body_limit_bytes: usize,
     #[serde(default = "default_output_limit")]
     output_limit_bytes: usize,
+    /// Keys the HMAC that turns an `Idempotency-Key` into a request id.
+    id_secret_name: String,
     keys: Vec<KeyDoc>,
     #[serde(default)]
     models: BTreeMap<String, UpstreamDoc>,
@@ -322,6 +342,10 @@ impl Config {
         };
 
         let public_base_url = parse_base_url("public_base_url", &doc.public_base_url)?;
+        let id_secret = resolve("id_secret_name".to_owned(), &doc.id_secret_name)?;
+        if id_secret.len() < 32 {
+            return Err(config_error("id_secret_name", "the secret must be at least 32 bytes"));
+        }
         if doc.retention_seconds == 0 {
             return Err(config_error("retention_seconds", "must be at least 1"));
         }
@@ -429,6 +453,7 @@ impl Config {
             retention_seconds: doc.retention_seconds,
             async_body_limit: doc.async_body_limit_bytes,
             output_limit: doc.output_limit_bytes,
+            id_secret: Secret(id_secret),
             keys,
             models,
             chains,
@@ -484,6 +509,7 @@ mod tests {
             "UP" => Some("upstream-key".into()),
             "IN" => Some("inbound".into()),
             "OUT" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            "IDS" => Some("request-id-secret-0123456789abcdef0123".into()),
             _ => None,
         }
     }
@@ -493,7 +519,8 @@ mod tests {
             "public_base_url": "https://gw.example",
             "keys": [{"id": "backend", "sha256": "0".repeat(64), "models": ["*"], "operations": ["predict", "status"]}],
             "models": {"demo": {"upstream": "https://model-abc.api.baseten.co", "api_key_secret_name": "UP", "price_per_second": 0.001}},
-            "webhooks": {"inbound_secret_names": ["IN"], "outbound_secret_name": "OUT"}
+            "webhooks": {"inbound_secret_names": ["IN"], "outbound_secret_name": "OUT"},
+            "id_secret_name": "IDS"
         })
     }
 

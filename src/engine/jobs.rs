@@ -30,7 +30,7 @@ use super::forward::{json_request, upstream_request};
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
 use super::reconcile::upstream_message;
 use super::route::{Operation, Subject, Target};
-use super::signature::sha256;
+use super::signature::{hmac_sha256, sha256};
 use super::submit::AsyncRequest;
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store, Version};
 
@@ -49,16 +49,16 @@ pub(crate) fn due_key(id: &str) -> String {
     format!("due/{id}")
 }
 
-/// A new job's id: random, or with an `Idempotency-Key`, derived from the key and the API
-/// key's digest (which only its holder can produce), so every retry lands on the same id and,
-/// on sharded platforms, the same place.
+/// A new job's id: random, or with an `Idempotency-Key`, an HMAC under the gateway's
+/// `id_secret` of the API key's id (stable when the key itself is rotated) and the idempotency
+/// key. Every retry lands on the same id and, on sharded platforms, the same place (where the
+/// idempotency record then refuses the same key for another route); without the secret no
+/// one can compute another caller's ids.
 pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestamp, entropy: [u8; 16]) -> String {
     match (auth::authenticate(config, headers, now), idempotency_key(headers)) {
         (Ok(key), Ok(Some(idem))) => {
-            let mut material = key.sha256.to_vec();
-            material.extend_from_slice(b"\nidempotency\n");
-            material.extend_from_slice(idem.as_bytes());
-            hex::encode(&sha256(&material)[..16])
+            let message = format!("idempotency\n{}\n{idem}", key.id);
+            hex::encode(&hmac_sha256(config.id_secret.expose().as_bytes(), message.as_bytes())[..16])
         }
         _ => hex::encode(entropy),
     }
@@ -160,13 +160,15 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if let Some(idem) = idempotency {
             let record_key = format!("idem/{}", hex::encode(sha256(format!("{}\n{idem}", key.id).as_bytes())));
             let body_hash = hex::encode(sha256(body));
-            let record = json!({ "request_id": id, "body_sha256": body_hash });
+            // The same key is for one request: another body, model, chain or target is a 409.
+            let route = format!("{}/{}/{}", subject.kind(), subject.id(), target.path());
+            let record = json!({ "request_id": id, "body_sha256": body_hash, "route": route });
             if !self.store.put_if_absent(&record_key, to_bytes(&record)).await? {
                 let existing: Value = match self.store.get(&record_key).await? {
                     Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                     None => Value::Null,
                 };
-                if existing["body_sha256"] != body_hash.as_str() {
+                if existing["body_sha256"] != body_hash.as_str() || existing["route"] != route.as_str() {
                     return Err(Error::IdempotencyKeyReused);
                 }
                 let Some(existing_id) = existing["request_id"].as_str().filter(|i| is_request_id(i)) else {

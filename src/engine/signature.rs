@@ -77,6 +77,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut m = mac(key);
+    m.update(message);
+    m.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -461,12 +461,13 @@ mod tests {
 
     #[wasm_bindgen_test]
     fn configuration_comes_from_vars_and_names_secrets() {
-        let doc = r#"{"public_base_url": "https://gw.example", "keys": [],
+        let doc = r#"{"public_base_url": "https://gw.example", "keys": [], "id_secret_name": "IDS",
             "models": {"m": {"upstream": "https://u.example", "api_key_secret_name": "UP_KEY"}}}"#;
-        let config = load_config(&env(&[(CONFIG_VAR, doc), ("UP_KEY", "s3cret")])).unwrap();
+        let ids = ("IDS", "request-id-secret-0123456789abcdef0123");
+        let config = load_config(&env(&[(CONFIG_VAR, doc), ("UP_KEY", "s3cret"), ids])).unwrap();
         assert_eq!(config.models["m"].api_key, "s3cret");
 
-        let missing_secret = load_config(&env(&[(CONFIG_VAR, doc)])).unwrap_err();
+        let missing_secret = load_config(&env(&[(CONFIG_VAR, doc), ids])).unwrap_err();
         assert!(matches!(&missing_secret, Error::Config { field, .. } if field == "models.m.api_key_secret_name"));
         let missing_doc = load_config(&env(&[])).unwrap_err();
         assert!(matches!(&missing_doc, Error::Config { field, .. } if field == CONFIG_VAR));

@@ -60,7 +60,8 @@ pub fn config_doc() -> Value {
             "outbound_secret_name": "OUTBOUND",
             "delivery": {"max_attempts": 5, "initial_delay_seconds": 10, "max_delay_seconds": 600}
         },
-        "browser_tokens": {"secret_name": "TOKENS", "max_ttl_seconds": 900}
+        "browser_tokens": {"secret_name": "TOKENS", "max_ttl_seconds": 900},
+        "id_secret_name": "IDS"
     })
 }
 
@@ -74,6 +75,7 @@ pub fn parse_config(doc: &Value) -> Config {
                 "OUTBOUND" => OUTBOUND_SECRET,
                 "TOKENS" => "browser-token-signing-secret-0123456789",
                 "TENANT_OUTBOUND" => TENANT_OUTBOUND_SECRET,
+                "IDS" => "request-id-secret-0123456789abcdef0123",
                 _ => return None,
             }
             .to_owned(),

@@ -66,6 +66,7 @@ impl GatewaySpec {
                 secret("BASETEN_WEBHOOK_SECRET", secrets::BASETEN_WEBHOOK_SECRET),
                 secret("OUTBOUND_WEBHOOK_SECRET", secrets::OUTBOUND_WEBHOOK_SECRET),
                 secret("BROWSER_TOKEN_SECRET", secrets::BROWSER_TOKEN_SECRET),
+                secret("ID_SECRET", secrets::ID_SECRET),
             ],
         }
     }
@@ -95,6 +96,8 @@ pub mod secrets {
     /// string's bytes, Standard Webhooks with the base64 key after `whsec_`.
     pub const OUTBOUND_WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Utb3V0Ym91bmQta2V5LTAxMjM0NQ==";
     /// Signs browser tokens.
+    /// Keys the request ids derived from idempotency keys.
+    pub const ID_SECRET: &str = "conformance-request-id-secret-0123456789";
     pub const BROWSER_TOKEN_SECRET: &str = "conformance-browser-token-secret-0123456789";
 }
 
@@ -179,7 +182,8 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
             "outbound_secret_name": "OUTBOUND_WEBHOOK_SECRET",
             "delivery": {"max_attempts": 4, "initial_delay_seconds": 1, "max_delay_seconds": 2}
         },
-        "browser_tokens": {"secret_name": "BROWSER_TOKEN_SECRET", "max_ttl_seconds": 600}
+        "browser_tokens": {"secret_name": "BROWSER_TOKEN_SECRET", "max_ttl_seconds": 600},
+        "id_secret_name": "ID_SECRET"
     })
     .to_string()
 }
