@@ -145,6 +145,33 @@ pub fn kill_group(mut child: std::process::Child) {
     }
 }
 
+/// Polls `ready` until it holds, while the server process lives and `deadline` has not passed.
+/// On failure: why, for the caller's message ("exited with …" or "did not answer within …").
+pub async fn wait_until_ready<F, Fut>(
+    child: &std::sync::Mutex<Option<std::process::Child>>,
+    deadline: Duration,
+    mut ready: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let began = Instant::now();
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        let exited = child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            return Err(format!("exited with {status}"));
+        }
+        if began.elapsed() > deadline {
+            return Err(format!("did not answer within {} s", deadline.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Binds 127.0.0.1:0, reads the port and releases it.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::worker::repo_root;
 use crate::{keys, BoxFut, Gateway, GatewaySpec};
@@ -117,27 +117,16 @@ impl SpinHost {
         let child = command.spawn().map_err(|e| format!("cannot run spin: {e} (`make setup` installs it)"))?;
         *self.child.lock().unwrap() = Some(child);
 
-        let began = Instant::now();
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
         let url = format!("{}/", self.base_url());
-        loop {
-            // Any HTTP answer: Spin is serving the app (a preflight touches no state).
-            let ready = client.request(reqwest::Method::OPTIONS, &url).send().await.is_ok();
-            if ready {
-                return Ok(());
-            }
-            let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || began.elapsed() > STARTUP_DEADLINE {
-                self.kill();
-                let why = match exited {
-                    Some(status) => format!("spin exited with {status}"),
-                    None => format!("spin did not answer within {} s", STARTUP_DEADLINE.as_secs()),
-                };
-                let text = std::fs::read_to_string(self.log_path(n)).unwrap_or_default();
-                return Err(format!("{why}; {}:\n{text}", self.log_path(n).display()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // Any HTTP answer: Spin is serving the app (a preflight touches no state).
+        let ready = || async { client.request(reqwest::Method::OPTIONS, &url).send().await.is_ok() };
+        if let Err(why) = crate::wait_until_ready(&self.child, STARTUP_DEADLINE, ready).await {
+            self.kill();
+            let text = std::fs::read_to_string(self.log_path(n)).unwrap_or_default();
+            return Err(format!("spin {why}; {}:\n{text}", self.log_path(n).display()));
         }
+        Ok(())
     }
 
     /// SIGKILL to the whole process group, then reap: no graceful shutdown.

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{BoxFut, Gateway, GatewaySpec};
 
@@ -123,31 +123,22 @@ impl WorkerGateway {
         let child = command.spawn().map_err(|e| format!("cannot run wrangler: {e} (npm install first)"))?;
         *self.child.lock().unwrap() = Some(child);
 
-        let began = Instant::now();
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
         let url = format!("http://127.0.0.1:{}/", self.port);
-        loop {
-            // The gateway's own answer to a preflight: 204, or its error for a configuration it
-            // cannot use (a test may deploy one on purpose).
-            let ready = match client.request(reqwest::Method::OPTIONS, &url).send().await {
+        // The gateway's own answer to a preflight: 204, or its error for a configuration it
+        // cannot use (a test may deploy one on purpose).
+        let ready = || async {
+            match client.request(reqwest::Method::OPTIONS, &url).send().await {
                 Ok(r) if r.status() == 204 => true,
                 Ok(r) if r.status() == 500 => r.text().await.is_ok_and(|t| t.contains("GATEWAY_MISCONFIGURED")),
                 _ => false,
-            };
-            if ready {
-                return Ok(());
             }
-            let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || began.elapsed() > STARTUP_DEADLINE {
-                self.kill();
-                let why = match exited {
-                    Some(status) => format!("wrangler exited with {status}"),
-                    None => format!("wrangler did not answer within {} s", STARTUP_DEADLINE.as_secs()),
-                };
-                return Err(format!("{why}; last lines of {}:\n{}", self.log_path(n).display(), self.log_tail(n)));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if let Err(why) = crate::wait_until_ready(&self.child, STARTUP_DEADLINE, ready).await {
+            self.kill();
+            return Err(format!("wrangler {why}; last lines of {}:\n{}", self.log_path(n).display(), self.log_tail(n)));
         }
+        Ok(())
     }
 
     fn log_tail(&self, n: u32) -> String {
