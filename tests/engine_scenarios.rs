@@ -101,7 +101,9 @@ fn submit_writes_the_record_before_calling_the_upstream_and_answers_201() {
         "record durable before the upstream call: {keys_at_submit:?}"
     );
     let up = w.upstream_job(&id);
-    assert_eq!(up.body["webhook_endpoint"], format!("https://gw.example/webhooks/baseten/{id}"));
+    let inbox = up.body["webhook_endpoint"].as_str().unwrap();
+    let token = inbox.strip_prefix(&format!("https://gw.example/webhooks/baseten/{id}/")).expect(inbox);
+    assert_eq!(token.len(), 32, "the job's own inbox URL: {inbox}");
     assert_eq!(up.body["model_input"], json!({"x": 1}));
     assert_eq!(up.body["priority"], 1);
     assert_eq!(
@@ -423,13 +425,48 @@ fn the_inbox_rejects_unsigned_wrongly_signed_tampered_and_stale_deliveries_and_s
     w.send(good.clone()).assert_error(401, "STALE_WEBHOOK");
     assert_eq!(w.snapshot(), before);
 
-    // For another job's URL: signed by the upstream, but not this job's request.
+    // At another job's URL, with that job's token: signed by the upstream, but not that job's
+    // request.
     let other = w.submit(json!({"model_input": 2}));
     let before = w.snapshot();
     let mut misdirected = w.inbox_delivery(&id, json!("x"), json!([]), INBOUND_SECRET);
-    *misdirected.uri_mut() = format!("https://gw.example/webhooks/baseten/{other}").parse().unwrap();
+    *misdirected.uri_mut() = w.upstream_job(&other).body["webhook_endpoint"].as_str().unwrap().parse().unwrap();
     w.send(misdirected).assert_error(400, "INVALID_ARGUMENT");
     assert_eq!(w.snapshot(), before);
+}
+
+#[test]
+fn a_signed_result_replayed_to_another_jobs_inbox_is_refused_even_before_that_job_has_an_upstream_id() {
+    let w = World::new();
+    let x = w.submit(json!({"model_input": 1}));
+    // Y's submission never reached the upstream: it has no upstream id to compare against.
+    w.net.upstream_down.set(Some(TransportError::Connect("refused".into())));
+    let y = w.submit(json!({"model_input": 2}));
+    assert_eq!(w.status(&y)["status"], "QUEUED");
+    let before = w.snapshot();
+    let delivery = w.inbox_delivery(&x, json!("x's output"), json!([]), INBOUND_SECRET);
+    let x_url = delivery.uri().to_string();
+    let token = x_url.rsplit('/').next().unwrap();
+    for url in [
+        format!("https://gw.example/webhooks/baseten/{y}"),
+        format!("https://gw.example/webhooks/baseten/{y}/{token}"),
+        format!("https://gw.example/webhooks/baseten/{y}/{}", "0".repeat(32)),
+    ] {
+        let mut replayed = delivery.clone();
+        *replayed.uri_mut() = url.parse().unwrap();
+        let a = w.send(replayed);
+        a.assert_error(401, "INVALID_SIGNATURE");
+        assert!(a.json()["message"].as_str().unwrap().contains("inbox URL"), "{url}: {}", a.json());
+        // Refused from the request's head: before its body is read or any store is touched.
+        let head =
+            http::Request::post(url.as_str()).header("x-baseten-signature", "v1=00").header("content-length", "100");
+        let admission = w.engine().admit(&head.body(()).unwrap(), w.now());
+        assert!(matches!(admission, edge_predict::engine::Admission::Refuse(_)), "{url}");
+    }
+    assert_eq!(w.snapshot(), before, "Y is untouched");
+    assert_eq!(w.status(&y)["status"], "QUEUED");
+    assert_eq!(w.send(delivery).status, 200, "at its own URL the result lands");
+    assert_eq!(w.status(&x)["output"], "x's output");
 }
 
 #[test]
@@ -1137,8 +1174,15 @@ fn requests_are_admitted_from_their_head_alone() {
     let status = "/async_request/0123456789abcdef0123456789abcdef";
     assert_eq!(refused(head("GET", status, None, 0, None)), "UNAUTHORIZED");
     assert_eq!(refused(head("DELETE", status, Some(KEY), twenty_mb, None)), "PAYLOAD_TOO_LARGE");
-    let inbox = "/webhooks/baseten/0123456789abcdef0123456789abcdef";
+    let rid = "0123456789abcdef0123456789abcdef";
+    let inbox = format!("/webhooks/baseten/{rid}/{}", w.config.inbox_token(rid));
+    let inbox = inbox.as_str();
     assert_eq!(refused(head("POST", inbox, None, 100, None)), "INVALID_SIGNATURE");
+    let tokenless = format!("/webhooks/baseten/{rid}");
+    assert_eq!(
+        refused(head("POST", &tokenless, None, 100, Some(("x-baseten-signature", "v1=00")))),
+        "INVALID_SIGNATURE"
+    );
     let signed = Some(("x-baseten-signature", "v1=00"));
     assert!(matches!(head("POST", inbox, None, 100, signed), Admission::Read { .. }));
     assert_eq!(refused(head("POST", inbox, None, 33 * 1024 * 1024, signed)), "PAYLOAD_TOO_LARGE");

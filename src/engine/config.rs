@@ -11,6 +11,7 @@ use url::Url;
 
 use super::error::Error;
 use super::route::{Operation, Subject};
+use super::signature::hmac_sha256;
 
 /// Baseten's async body limit, and ours by default.
 pub const DEFAULT_ASYNC_BODY_LIMIT: usize = 256 * 1024;
@@ -483,9 +484,18 @@ impl Config {
         map.get(subject.id()).ok_or_else(|| Error::UnknownSubject { kind: subject.kind(), id: subject.id().to_owned() })
     }
 
-    /// Where the upstream must deliver the result of our job `request_id`.
+    /// Where the upstream must deliver the result of our job `request_id`: its own inbox URL,
+    /// `/webhooks/baseten/{request_id}/{token}`, which no other job's result can use.
     pub fn inbox_url(&self, request_id: &str) -> String {
-        format!("{}/webhooks/baseten/{request_id}", self.public_base_url.as_str().trim_end_matches('/'))
+        let base = self.public_base_url.as_str().trim_end_matches('/');
+        format!("{base}/webhooks/baseten/{request_id}/{}", self.inbox_token(request_id))
+    }
+
+    /// The token binding an inbox URL to its job: an HMAC of the request id under the id
+    /// secret (128 bits, hex). Derived, never stored, so it is checked before any store is.
+    pub fn inbox_token(&self, request_id: &str) -> String {
+        let mac = hmac_sha256(self.id_secret.expose().as_bytes(), format!("inbox\n{request_id}").as_bytes());
+        hex::encode(&mac[..16])
     }
 }
 
@@ -567,7 +577,10 @@ mod tests {
         assert!(!c.keys[0].allows_operation(Operation::Cancel));
         assert!(c.keys[0].allows_subject(&Subject::Model("anything".into())));
         assert!(!c.keys[0].allows_subject(&Subject::Chain("anything".into())));
-        assert_eq!(c.inbox_url("abc"), "https://gw.example/webhooks/baseten/abc");
+        let url = c.inbox_url("abc");
+        let token = url.strip_prefix("https://gw.example/webhooks/baseten/abc/").expect(&url);
+        assert_eq!((token.len(), token == c.inbox_token("abc")), (32, true));
+        assert_ne!(token, c.inbox_token("abd"), "each job has its own token");
     }
 
     #[test]

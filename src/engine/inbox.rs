@@ -1,10 +1,13 @@
-//! The webhook inbox: `POST /webhooks/baseten/{our request id}`, where the upstream delivers
-//! async results. Signature first (no store read before it), then the payload's age, then
-//! the result is folded into the job. Duplicate deliveries are answered 200 and change nothing.
+//! The webhook inbox: `POST /webhooks/baseten/{our request id}/{token}`, where the upstream
+//! delivers async results. The URL's token first (it binds the URL to its job, so a signed
+//! result for one job cannot complete another), then the signature, both without a store;
+//! then the payload's age, then the result is folded into the job, whose upstream id must
+//! match the payload's once known. Duplicate deliveries are answered 200 and change nothing.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 
 use super::clock::Timestamp;
 use super::config::Config;
@@ -16,13 +19,16 @@ use super::signature::baseten_verify;
 use super::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    pub(crate) async fn inbox(&self, id: &str, request: &Request<Bytes>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
+    pub(crate) async fn inbox(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        request: &Request<Bytes>,
+        ctx: Ctx,
+    ) -> Result<Outcome<H::Body>, Error> {
         let now = ctx.now;
+        check_inbox_url(self.config, id, token)?;
         verify_signature(self.config, request)?;
-        if !super::jobs::is_request_id(id) {
-            // Signed, but for no job this gateway could have made: the upstream must not retry.
-            return Err(Error::RequestNotFound { request_id: id.to_owned() });
-        }
         let payload: Value = serde_json::from_slice(request.body())
             .map_err(|e| Error::MalformedJson { message: format!("webhook payload is not JSON: {e}") })?;
         let sent_at = payload["time"]
@@ -52,6 +58,20 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let body = json!({ "request_id": job.id, "status": job.status.as_str() });
         Ok(Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds))))
     }
+}
+
+/// The inbox URL names a job this gateway could have made, with that job's token (compared in
+/// constant time). Needs neither the body nor a store.
+pub(crate) fn check_inbox_url(config: &Config, id: &str, token: Option<&str>) -> Result<(), Error> {
+    if !super::jobs::is_request_id(id) {
+        // For no job this gateway could have made: the upstream must not retry.
+        return Err(Error::RequestNotFound { request_id: id.to_owned() });
+    }
+    let expected = config.inbox_token(id);
+    if !token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes()))) {
+        return Err(Error::BadSignature { message: "this is not the inbox URL given for this job".to_owned() });
+    }
+    Ok(())
 }
 
 /// `X-BASETEN-SIGNATURE` against the inbound secrets; no store is involved.

@@ -176,14 +176,14 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
             Ok(
                 Route::Status { request_id, .. }
                 | Route::Cancel { request_id, .. }
-                | Route::WebhookInbox { request_id },
+                | Route::WebhookInbox { request_id, .. },
             ) if jobs::is_request_id(&request_id) => Placement::Job(request_id),
             _ => Placement::Stateless,
         }
     }
 
     /// The admission of a request, from its head alone: job routes need valid credentials (a
-    /// gateway key, or for the inbox a signature header) and a `Content-Length` within their
+    /// gateway key, or for the inbox its job's URL and a signature header) and a `Content-Length` within their
     /// route's limit (async submits: `async_body_limit_bytes`; status and cancel: a small one).
     /// Adapters check this before reading the body or touching a store, and read at most
     /// `body_limit` bytes. (The inbox's signature itself needs the body: adapters that can
@@ -192,18 +192,19 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         let length =
             header_str(request.headers(), header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-        let (limit, credentials) = match Route::parse(request.method(), host, request.uri().path()) {
-            Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, Some(false)),
-            Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, Some(false)),
-            Ok(Route::WebhookInbox { .. }) => (MAX_REQUEST_BODY, Some(true)),
-            _ => (MAX_REQUEST_BODY, None),
-        };
-        let refused = match credentials {
-            Some(false) => auth::authenticate(self.config, request.headers(), now).err(),
-            Some(true) if header_str(request.headers(), "x-baseten-signature").is_none() => {
-                Some(Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
+        let key = || auth::authenticate(self.config, request.headers(), now).err();
+        let (limit, refused) = match Route::parse(request.method(), host, request.uri().path()) {
+            Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, key()),
+            Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, key()),
+            Ok(Route::WebhookInbox { request_id, token }) => {
+                let refused = inbox::check_inbox_url(self.config, &request_id, token.as_deref()).err().or_else(|| {
+                    header_str(request.headers(), "x-baseten-signature")
+                        .is_none()
+                        .then(|| Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
+                });
+                (MAX_REQUEST_BODY, refused)
             }
-            _ => None,
+            _ => (MAX_REQUEST_BODY, None),
         };
         match (refused, length) {
             (Some(e), _) => Admission::Refuse(e),
@@ -253,7 +254,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let done = |response: Response<Bytes>| Ok(Outcome::new(full(response), None));
         match route {
             Route::Preflight => done(preflight(cors)),
-            Route::WebhookInbox { request_id } => self.inbox(&request_id, &request, ctx).await,
+            Route::WebhookInbox { request_id, token } => self.inbox(&request_id, token.as_deref(), &request, ctx).await,
             route => {
                 let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
                 let key = &key;

@@ -123,9 +123,11 @@ pub enum Route {
         subject: Option<Subject>,
         request_id: String,
     },
-    /// `POST /webhooks/baseten/{request_id}`: the upstream delivers an async result.
+    /// `POST /webhooks/baseten/{request_id}/{token}`: the upstream delivers an async result
+    /// to the URL it was given for the job. (`token` is `None` on a URL without one.)
     WebhookInbox {
         request_id: String,
+        token: Option<String>,
     },
     /// `POST /_sweep`: run everything due (submissions, expiry, deliveries, retention) now.
     Sweep,
@@ -176,9 +178,10 @@ impl Route {
                     require(method, &Method::POST, "POST, OPTIONS")?;
                     return Ok(Self::Sweep);
                 }
-                ["webhooks", "baseten", request_id] => {
+                ["webhooks", "baseten", request_id, token @ ..] if token.len() <= 1 => {
                     require(method, &Method::POST, "POST")?;
-                    return Ok(Self::WebhookInbox { request_id: (*request_id).to_owned() });
+                    let (request_id, token) = ((*request_id).to_owned(), token.first().map(|t| (*t).to_owned()));
+                    return Ok(Self::WebhookInbox { request_id, token });
                 }
                 _ => (None, &segments[..]),
             },
@@ -332,9 +335,14 @@ mod tests {
             Route::Cancel { subject: None, request_id: rid.clone() }
         );
         assert_eq!(
-            parse("POST", None, &format!("/webhooks/baseten/{rid}")).unwrap(),
-            Route::WebhookInbox { request_id: rid }
+            parse("POST", None, &format!("/webhooks/baseten/{rid}/t0k")).unwrap(),
+            Route::WebhookInbox { request_id: rid.clone(), token: Some("t0k".to_owned()) }
         );
+        assert_eq!(
+            parse("POST", None, &format!("/webhooks/baseten/{rid}")).unwrap(),
+            Route::WebhookInbox { request_id: rid.clone(), token: None }
+        );
+        assert!(parse("POST", None, &format!("/webhooks/baseten/{rid}/t0k/more")).is_err());
     }
 
     #[test]

@@ -220,8 +220,13 @@ impl Guest for Gateway {
         call(Method::POST, &path(&subject, &target, "wake"), Bytes::new(), None).map(drop)
     }
 
-    fn receive_webhook(request_id: String, baseten_signature: String, body: Vec<u8>) -> Result<(), api::Error> {
-        let path = format!("/webhooks/baseten/{request_id}");
+    fn receive_webhook(
+        request_id: String,
+        token: String,
+        baseten_signature: String,
+        body: Vec<u8>,
+    ) -> Result<(), api::Error> {
+        let path = format!("/webhooks/baseten/{request_id}/{token}");
         call_with(Method::POST, &path, Bytes::from(body), &[("x-baseten-signature", Some(&baseten_signature))])
             .map(drop)
     }

@@ -5,7 +5,7 @@
 //! - `POST /predict/{model}` with a JSON body: the model's output;
 //! - `POST /submit/{model}` with a JSON body: `{"request_id"}`;
 //! - `GET /status/{request_id}`: the job's status, output and usage;
-//! - `POST /webhooks/baseten/{request_id}`: the upstream's results, passed to the gateway
+//! - `POST /webhooks/baseten/{request_id}/{token}`: the upstream's results, passed to the gateway
 //!   (so this component's URL is the gateway's `public_base_url`).
 
 mod bindings {
@@ -77,9 +77,9 @@ fn handle(request: Request) -> impl IntoResponse {
             ),
             Err(e) => failure(e),
         },
-        (Method::Post, ["webhooks", "baseten", id]) => {
+        (Method::Post, ["webhooks", "baseten", id, token]) => {
             let signature = request.header("x-baseten-signature").and_then(|v| v.as_str()).unwrap_or_default();
-            match inference::receive_webhook(id, signature, request.body()) {
+            match inference::receive_webhook(id, token, signature, request.body()) {
                 Ok(()) => answer(200, json!({ "request_id": id })),
                 Err(e) => failure(e),
             }

@@ -128,6 +128,20 @@ impl World {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{prefix}-{}-{n}", self.run_id)
     }
+
+    /// The path of job `id`'s inbox, as the gateway gave it to the upstream (once the job has
+    /// been submitted there).
+    pub async fn inbox_path(&self, id: &str) -> String {
+        let marker = format!("/webhooks/baseten/{id}/");
+        client::eventually("the upstream has the job's inbox URL", std::time::Duration::from_secs(20), || async {
+            let urls = self.upstream.webhook_endpoints();
+            match urls.iter().find_map(|u| u.find(&marker).map(|at| u[at..].to_owned())) {
+                Some(path) => Ok(path),
+                None => Err(format!("{} webhook endpoints, none for {id}", urls.len())),
+            }
+        })
+        .await
+    }
 }
 
 /// SIGKILL to a child's whole process group (wrangler and workerd, spin and its trigger,

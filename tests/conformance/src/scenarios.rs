@@ -731,27 +731,28 @@ async fn inbox_rejects_unsigned_and_forged_deliveries(w: Arc<World>) {
         ("replayed with a changed body", Some(genuine_sig.clone()), replayed_body, "INVALID_SIGNATURE"),
         ("correctly signed but an hour old", Some(stale_sig), stale, "STALE_WEBHOOK"),
     ];
+    let inbox = w.inbox_path(&id).await;
     for (what, sig, body, code) in cases {
         let headers: Vec<(&str, &str)> = sig.as_deref().map(|s| vec![("x-baseten-signature", s)]).unwrap_or_default();
-        let a =
-            w.api.send("POST", &format!("/webhooks/baseten/{id}"), None, &headers, Body::Raw(body.into_bytes())).await;
+        let a = w.api.send("POST", &inbox, None, &headers, Body::Raw(body.into_bytes())).await;
         let b = a.expect_error(401, code);
         assert!(b["message"].is_string(), "{what}");
         assert!(a.header("retry-after").is_none(), "{what}: a refusal is final");
     }
-    // Signature first: an unknown job id is refused the same way, not revealed as 404.
-    let a = w
-        .api
-        .send("POST", "/webhooks/baseten/ffffffffffffffffffffffffffffffff", None, &[], Body::Raw(forged.into_bytes()))
-        .await;
-    a.expect_error(401, "INVALID_SIGNATURE");
-    // A genuine signature for a job that does not exist: 404, nothing created.
+    // A genuine signature at a URL that is not the one the gateway gave for the job (no token,
+    // another job's, a made-up one): refused before any job is touched or created.
     let (body, sig) = signed_inbox_payload("0123456789abcdef0123456789abcdef", json!({"x": 1}));
-    let ghost = "fedcba9876543210fedcba9876543210";
     let headers = [("x-baseten-signature", sig.as_str())];
-    let a =
-        w.api.send("POST", &format!("/webhooks/baseten/{ghost}"), None, &headers, Body::Raw(body.into_bytes())).await;
-    a.expect_error(404, "REQUEST_NOT_FOUND");
+    let ghost = "fedcba9876543210fedcba9876543210";
+    let token = inbox.rsplit('/').next().unwrap();
+    for path in [
+        format!("/webhooks/baseten/{id}"),
+        format!("/webhooks/baseten/{id}/{}", "0".repeat(32)),
+        format!("/webhooks/baseten/{ghost}/{token}"),
+    ] {
+        let a = w.api.send("POST", &path, None, &headers, Body::Raw(body.clone().into_bytes())).await;
+        a.expect_error(401, "INVALID_SIGNATURE");
+    }
     w.api.get(&format!("/async_request/{ghost}")).await.expect_error(404, "REQUEST_NOT_FOUND");
 
     // Nothing was stored: the record reads as before, and the job ends with its real output.

@@ -91,6 +91,11 @@ impl ServerHandle {
         self.shared.accepted(deployment_id)
     }
 
+    /// The webhook endpoints of every async request accepted since the server started.
+    pub fn webhook_endpoints(&self) -> Vec<String> {
+        self.shared.webhook_endpoints()
+    }
+
     /// Stops accepting connections, waits for in-flight HTTP requests to
     /// finish and abandons queued jobs and pending webhook deliveries.
     pub async fn shutdown(self) -> std::io::Result<()> {

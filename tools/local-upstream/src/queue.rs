@@ -395,6 +395,11 @@ impl Shared {
         Some(CancelOutcome { canceled: true, message: "request canceled".to_owned() })
     }
 
+    /// The webhook endpoints of every async request accepted since the server started.
+    pub fn webhook_endpoints(&self) -> Vec<String> {
+        self.lock().jobs.values().filter_map(|j| j.submission.webhook_endpoint.clone()).collect()
+    }
+
     /// How many async requests a deployment has accepted since the server started.
     pub fn accepted(&self, deployment_id: &str) -> usize {
         self.lock().accepted.get(deployment_id).copied().unwrap_or_default()
