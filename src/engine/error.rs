@@ -212,6 +212,18 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     response
 }
 
+/// An upstream call that got no usable response, as the caller's error.
+impl From<super::upstream::TransportError> for Error {
+    fn from(e: super::upstream::TransportError) -> Self {
+        use super::upstream::TransportError;
+        match e {
+            TransportError::Timeout => Self::UpstreamTimeout,
+            TransportError::Connect(message) | TransportError::Tls(message) => Self::UpstreamUnreachable { message },
+            TransportError::Body(message) => Self::UpstreamProtocol { message },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

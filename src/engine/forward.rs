@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::config::Upstream;
 use super::error::{json_response, Error};
 use super::route::{Subject, Target};
-use super::upstream::{HttpClient, TransportError};
+use super::upstream::HttpClient;
 use super::{Body, Engine, Outcome, Store};
 
 /// Upstream response headers a caller sees. Hop-by-hop and platform headers stay behind.
@@ -69,14 +69,6 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
     Bytes::from(Value::Object(error).to_string())
 }
 
-pub(crate) fn transport_error(e: TransportError) -> Error {
-    match e {
-        TransportError::Timeout => Error::UpstreamTimeout,
-        TransportError::Connect(message) | TransportError::Tls(message) => Error::UpstreamUnreachable { message },
-        TransportError::Body(message) => Error::UpstreamProtocol { message },
-    }
-}
-
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn predict(
         &self,
@@ -93,7 +85,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 outbound.headers_mut().insert(HeaderName::from_static(name), value.clone());
             }
         }
-        let answer = self.http.send(outbound).await.map_err(transport_error)?;
+        let answer = self.http.send(outbound).await.map_err(Error::from)?;
         let (up, body) = answer.into_parts();
         // A model's own error (Truss marks it `X-BASETEN-ERROR-SOURCE: 04`) passes through
         // unchanged, as on Baseten; any other non-2xx is the platform's, and gets the gateway's
@@ -102,7 +94,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let body = if up.status.is_success() || from_model {
             Body::Upstream(body)
         } else {
-            let bytes = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(transport_error)?;
+            let bytes = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(Error::from)?;
             Body::Full(platform_error_body(up.status, &bytes))
         };
         let mut response = Response::new(body);
@@ -153,9 +145,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 
     /// Sends and reads a small answer whole.
     pub(crate) async fn call(&self, request: Request<Bytes>) -> Result<(StatusCode, Bytes), Error> {
-        let answer = self.http.send(request).await.map_err(transport_error)?;
+        let answer = self.http.send(request).await.map_err(Error::from)?;
         let (parts, body) = answer.into_parts();
-        let body = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(transport_error)?;
+        let body = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(Error::from)?;
         Ok((parts.status, body))
     }
 }

@@ -11,7 +11,7 @@ use http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{self, Body, Ctx, Engine};
+use crate::engine::{self, Body, Ctx, Engine, MAX_REQUEST_BODY};
 
 mod bindings {
     wit_bindgen::generate!({ world: "inference-provider", path: "wit" });
@@ -88,7 +88,8 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
         let outcome = engine.handle(request, Ctx::new(now(), entropy())).await;
         let (parts, body) = outcome.response.into_parts();
         let body = match body {
-            Body::Full(b) | Body::Upstream(b) => b,
+            Body::Full(b) => b,
+            Body::Upstream(body) => body.read(MAX_REQUEST_BODY).map_err(|e| internal(engine::Error::from(e)))?,
         };
         engine.note_wake(outcome.wake_at).await;
         let _ = engine.sweep_if_due(&now).await;

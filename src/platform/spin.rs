@@ -12,7 +12,7 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 use spin_sdk::http_component;
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{Admission, Body, Engine, Error, NoStore, SweepReport, Timer, Timestamp};
+use crate::engine::{Admission, Body, Engine, Error, NoStore, SweepReport, Timer, Timestamp, MAX_REQUEST_BODY};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -98,9 +98,21 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
     let outcome = engine.handle_held(request, entropy(), &SpinTimer).await;
-    let response = outcome.response.map(|body| match body {
-        Body::Full(bytes) | Body::Upstream(bytes) => bytes,
-    });
+    let (parts, body) = outcome.response.into_parts();
+    let response = match body {
+        Body::Full(bytes) => Response::from_parts(parts, bytes),
+        Body::Upstream(body) => match body.read(MAX_REQUEST_BODY) {
+            Ok(bytes) => Response::from_parts(parts, bytes),
+            Err(e) => {
+                // The upstream's body broke after its head: a gateway error, with the CORS
+                // headers the answer already had.
+                let mut response = Error::from(e).to_response();
+                let cors = parts.headers.iter().filter(|(name, _)| name.as_str().starts_with("access-control-"));
+                response.headers_mut().extend(cors.map(|(n, v)| (n.clone(), v.clone())));
+                response
+            }
+        },
+    };
     send_response(out, response).await;
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;

@@ -235,26 +235,30 @@ impl DurableObject for JobObject {
             Ok(r) => r,
             Err(e) => return worker::Response::try_from(error_response(&Error::Store(StoreError::new(e.to_string())))),
         };
-        let entropy = request
-            .headers()
+        let store = self.store();
+        let engine = Engine::new(&config, &store, &FetchClient);
+        // Every answer from here on is the engine's: JSON, with CORS for the caller's origin.
+        let (parts, body) = request.into_parts();
+        let head = Request::from_parts(parts.clone(), ());
+        let refuse =
+            |e: &Error| worker::Response::try_from(into_response(engine.refusal(&head, e, now()).map(Body::Full)));
+        let entropy = parts
+            .headers
             .get(ENTROPY_HEADER)
             .and_then(|v| hex::decode(v.as_bytes()).ok())
             .and_then(|v| <[u8; 16]>::try_from(v).ok())
             .unwrap_or_else(entropy);
-        let mut request = match read_request(request, MAX_REQUEST_BODY).await {
+        let mut request = match read_request(HttpRequest::from_parts(parts, body), MAX_REQUEST_BODY).await {
             Ok(r) => r,
-            Err(e) => return worker::Response::try_from(error_response(&e)),
+            Err(e) => return refuse(&e),
         };
         request.headers_mut().remove(ENTROPY_HEADER);
-        let store = self.store();
-        let engine = Engine::new(&config, &store, &FetchClient);
         // Long-polls are held here, in the job's object: timers keep it alive, not busy.
         let Outcome { response, wake_at, .. } = engine.handle_held(request, entropy, &WorkerTimer).await;
         if let Err(e) = self.schedule(wake_at).await {
             // The job's schedule is its alarm: without it, say so (503, retry) rather than 200.
             worker::console_error!("alarm not set: {e}");
-            let unscheduled = Error::Store(StoreError::new("the job's alarm could not be set"));
-            return worker::Response::try_from(error_response(&unscheduled));
+            return refuse(&Error::Store(StoreError::new("the job's alarm could not be set")));
         }
         worker::Response::try_from(into_response(response))
     }

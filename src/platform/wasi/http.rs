@@ -5,7 +5,9 @@
 //!   [`OUTBOUND_TIMEOUT_MS`], and the whole body within it too (Spin's own default is 600 s);
 //! - a known `Content-Length` on every request (a body sent chunked reaches receivers that
 //!   read by `Content-Length` empty);
-//! - a response body read with a byte cap, and every failure an error, never a panic.
+//! - a response body left unread until asked for ([`WasiBody`]: a webhook receiver's body is
+//!   never read, so one that is truncated or never ends costs nothing), then read with a byte
+//!   cap and within the call's deadline; every failure an error, never a panic.
 //!
 //! Calls block: one instance serves one request, and the engine awaits each call in turn.
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasi::io::streams::StreamError;
 
@@ -31,22 +33,35 @@ const READ_CHUNK: u64 = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct WasiHttp;
 
-impl HttpClient for WasiHttp {
-    type Body = Bytes;
+/// A response body not yet read, and the deadline of the call that got it. Dropping it unread
+/// drops the connection.
+pub(crate) struct WasiBody {
+    // Dropped in this order: the body before the response it came from.
+    body: IncomingBody,
+    _response: IncomingResponse,
+    deadline: Instant,
+}
 
-    async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
-        send(request)
-    }
-
-    async fn read(&self, body: Bytes, limit: usize) -> Result<Bytes, TransportError> {
-        if body.len() > limit {
-            return Err(TransportError::Body(format!("body exceeds {limit} bytes")));
-        }
-        Ok(body)
+impl WasiBody {
+    /// Reads the body whole, up to `limit` bytes and the call's deadline.
+    pub(crate) fn read(self, limit: usize) -> Result<Bytes, TransportError> {
+        read_body(self.body, limit.min(RESPONSE_CAP), self.deadline)
     }
 }
 
-fn send(request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+impl HttpClient for WasiHttp {
+    type Body = WasiBody;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
+        send(request)
+    }
+
+    async fn read(&self, body: WasiBody, limit: usize) -> Result<Bytes, TransportError> {
+        body.read(limit)
+    }
+}
+
+fn send(request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
     let deadline = Instant::now() + Duration::from_millis(OUTBOUND_TIMEOUT_MS);
     let (parts, body) = request.into_parts();
     let mut entries: Vec<(String, Vec<u8>)> = parts
@@ -102,20 +117,22 @@ fn send(request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
     for (name, value) in incoming.headers().entries() {
         response = response.header(name, value);
     }
-    let body = read_body(incoming.consume().map_err(|()| TransportError::Body("not readable".to_owned()))?, deadline)?;
-    response.body(body).map_err(|e| TransportError::Body(format!("bad response head: {e}")))
+    let body = incoming.consume().map_err(|()| TransportError::Body("not readable".to_owned()))?;
+    response
+        .body(WasiBody { body, _response: incoming, deadline })
+        .map_err(|e| TransportError::Body(format!("bad response head: {e}")))
 }
 
-/// Reads a response body whole, up to [`RESPONSE_CAP`] bytes and the call's deadline.
-fn read_body(body: IncomingBody, deadline: Instant) -> Result<Bytes, TransportError> {
+/// Reads a response body whole, up to `cap` bytes and `deadline`.
+fn read_body(body: IncomingBody, cap: usize, deadline: Instant) -> Result<Bytes, TransportError> {
     let mut bytes = Vec::new();
     {
         let stream = body.stream().map_err(|()| TransportError::Body("not readable".to_owned()))?;
         loop {
             match stream.blocking_read(READ_CHUNK) {
                 Ok(chunk) => {
-                    if bytes.len() + chunk.len() > RESPONSE_CAP {
-                        return Err(TransportError::Body(format!("body exceeds {RESPONSE_CAP} bytes")));
+                    if bytes.len() + chunk.len() > cap {
+                        return Err(TransportError::Body(format!("body exceeds {cap} bytes")));
                     }
                     bytes.extend_from_slice(&chunk);
                 }

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client;
+pub mod hostile;
 pub mod receiver;
 pub mod scenarios;
 pub mod spin;

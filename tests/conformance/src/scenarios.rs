@@ -43,6 +43,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         outbound_webhook_is_signed_both_ways,
         outbound_webhook_retried_until_delivered,
         outbound_webhook_that_never_succeeds,
+        receivers_with_a_truncated_or_endless_body_cost_one_failed_attempt_each,
         a_5_mb_output_is_kept_polled_and_delivered,
         baseten_sdk_submits_and_parses_every_status_record,
         a_plain_receiver_gets_a_body_the_standard_webhooks_verifier_accepts,
@@ -519,7 +520,8 @@ async fn concurrent_submits_same_key_and_distinct(w: Arc<World>) {
 /// Submits announcing a 20 MB body are refused from their head alone: the gateway answers
 /// before a byte of the body is sent (the client here sends none, waiting for the answer as a
 /// client sending `Expect: 100-continue` would). Unauthenticated: 401. Authenticated but over
-/// the async limit, from a page: 413, with CORS so the page can read why.
+/// the async limit, from a page: 413, with CORS so the page can read why; so is a chunked body
+/// that grows past the limit as it is read.
 async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w: Arc<World>) {
     let page = crate::BROWSER_ORIGIN;
     let auth = format!("Authorization: Bearer {}\r\nOrigin: {page}\r\n", keys::FULL);
@@ -538,6 +540,20 @@ async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w:
             assert!(answer.to_ascii_lowercase().contains(&format!("access-control-allow-origin: {page}")), "{answer}");
         }
     }
+    // No length announced: the body is read up to the route's limit, and the 413 that ends
+    // the reading is the gateway's JSON with CORS too.
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+    let request = format!(
+        "POST /models/demo/production/async_predict HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(5)
+    );
+    let answer = tokio::time::timeout(20 * SECOND, crate::client::raw_exchange(&w.api.base, request.as_bytes()))
+        .await
+        .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains(&format!("access-control-allow-origin: {page}")), "{answer}");
 }
 
 async fn cancel_a_queued_job(w: Arc<World>) {
@@ -703,6 +719,41 @@ async fn outbound_webhook_that_never_succeeds(w: Arc<World>) {
         }
     }
     assert_eq!(w.receiver.deliveries(&hook).len(), 4);
+}
+
+/// A receiver whose answer breaks after its status (a body cut short, a body that never ends)
+/// costs one attempt, recorded with the status it sent, and holds up nothing: the next job's
+/// webhook is delivered as usual.
+async fn receivers_with_a_truncated_or_endless_body_cost_one_failed_attempt_each(w: Arc<World>) {
+    use crate::hostile::{HostileReceiver, Misbehavior};
+    let truncated = HostileReceiver::start(Misbehavior::TruncatedBody).await;
+    let endless = HostileReceiver::start(Misbehavior::EndlessBody).await;
+    let mut hostile = Vec::new();
+    for (receiver, status) in [(&truncated, 500), (&endless, 503)] {
+        let input = json!({"to": receiver.url()});
+        let id = w.api.submit("production", json!({"model_input": input, "webhook_endpoint": receiver.url()})).await;
+        hostile.push((id, receiver, status, input));
+    }
+    for (id, receiver, status, input) in &hostile {
+        let s = w
+            .api
+            .status_until(id, 30 * SECOND, "a recorded delivery attempt", |s| {
+                s["webhook"]["attempts"].as_array().is_some_and(|a| !a.is_empty())
+            })
+            .await;
+        let attempt = &s["webhook"]["attempts"][0];
+        assert_eq!(attempt["status_code"], *status, "the status it sent, its body unread: {s}");
+        assert_ne!(s["webhook_status"], "SUCCEEDED", "{s}");
+        assert_eq!((&s["status"], &s["output"]), (&json!("SUCCEEDED"), input), "the output is still pollable: {s}");
+        assert!(receiver.requests() >= 1);
+    }
+    let hook = w.unique("after-hostile");
+    let input = json!({"after": "the hostile receivers"});
+    let id = w.api.submit("production", json!({"model_input": input, "webhook_endpoint": w.receiver.url(&hook)})).await;
+    w.api.status_until(&id, 20 * SECOND, "the next webhook delivered", |s| s["webhook_status"] == "SUCCEEDED").await;
+    let deliveries = w.receiver.deliveries(&hook);
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].json()["data"], input);
 }
 
 // ---------------------------------------------------------------- inbox
