@@ -1165,7 +1165,9 @@ fn requests_are_admitted_from_their_head_alone() {
     let twenty_mb = 20 * 1024 * 1024;
     let refused = |a: Admission| match a {
         Admission::Refuse(e) => e.code(),
-        Admission::Read { body_limit } => panic!("admitted, reading up to {body_limit}"),
+        Admission::Read { body_limit } | Admission::Stream { body_limit } => {
+            panic!("admitted, reading up to {body_limit}")
+        }
     };
     assert_eq!(refused(head("POST", submit, None, twenty_mb, None)), "UNAUTHORIZED");
     assert_eq!(refused(head("POST", submit, Some("not-a-key"), 10, None)), "UNAUTHORIZED");
@@ -1186,8 +1188,13 @@ fn requests_are_admitted_from_their_head_alone() {
     let signed = Some(("x-baseten-signature", "v1=00"));
     assert!(matches!(head("POST", inbox, None, 100, signed), Admission::Read { .. }));
     assert_eq!(refused(head("POST", inbox, None, 33 * 1024 * 1024, signed)), "PAYLOAD_TOO_LARGE");
-    // Stateless routes are refused by the engine itself, with nothing stored anywhere.
-    assert!(matches!(head("POST", "/models/demo/production/predict", None, 10, None), Admission::Read { .. }));
+    // Sync routes stream their body to the upstream, up to Baseten's 100 MB, once the key is
+    // known good.
+    let predict = "/models/demo/production/predict";
+    assert_eq!(refused(head("POST", predict, None, 10, None)), "UNAUTHORIZED");
+    assert_eq!(head("POST", predict, Some(KEY), 50 << 20, None), Admission::Stream { body_limit: 100 << 20 });
+    let sync = "/models/demo/production/sync/v1/chat/completions";
+    assert_eq!(refused(head("POST", sync, Some(KEY), (100 << 20) + 1, None)), "PAYLOAD_TOO_LARGE");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::Error;
-use super::route::{Operation, Subject};
+use super::route::{Operation, Subject, Target};
 use super::signature::hmac_sha256;
 
 /// Baseten's async body limit, and ours by default.
@@ -41,20 +41,64 @@ pub struct Config {
 /// One upstream deployment family (a Baseten model or chain, or anything speaking its API).
 #[derive(Clone)]
 pub struct Upstream {
-    /// E.g. `https://model-abcd1234.api.baseten.co`; endpoint paths are appended to it.
-    pub base_url: Url,
-    /// The upstream's API key, resolved from its secret name.
+    /// E.g. `https://model-abcd1234.api.baseten.co` (target and endpoint paths are appended),
+    /// or a regional environment's host with `{env}` in it,
+    /// `https://model-abcd1234-{env}.api.baseten.co` (bare endpoint paths).
+    base: String,
+    /// The API key the upstream gets, resolved from its secret name.
     pub api_key: String,
     /// For the usage cost estimate: price of one second of compute, in `currency`.
     pub price_per_second: f64,
+    /// The `model` name of OpenAI-compatible requests to the gateway's `/v1/...` that this
+    /// model serves, and the OpenAI-compatible base URL they go to.
+    pub openai: Option<OpenAi>,
 }
+
+/// Where a model's OpenAI-compatible API is.
+#[derive(Debug, Clone)]
+pub struct OpenAi {
+    pub model: String,
+    /// E.g. `https://model-abcd1234.api.baseten.co/environments/production/sync/v1`, or
+    /// Baseten's Model APIs, `https://inference.baseten.co/v1`.
+    pub base_url: Url,
+}
+
+impl Upstream {
+    /// The URL of `path` on `target`: `{base}/{target}/{path}`, or on a regional upstream
+    /// `{base for the environment}/{path}`. `under_target: false` is a path beside the
+    /// targets (`async_request/{id}`).
+    pub fn url(&self, target: &Target, path: &str, under_target: bool) -> Result<String, Error> {
+        let base = self.base.trim_end_matches('/');
+        if !self.is_regional() {
+            return Ok(if under_target {
+                format!("{base}/{}/{path}", target.path())
+            } else {
+                format!("{base}/{path}")
+            });
+        }
+        match target {
+            Target::Environment(env) => Ok(format!("{}/{path}", base.replace(ENV_PLACEHOLDER, env))),
+            _ => {
+                Err(Error::NotFound { what: "this model's upstream serves its regional environments only".to_owned() })
+            }
+        }
+    }
+
+    fn is_regional(&self) -> bool {
+        self.base.contains(ENV_PLACEHOLDER)
+    }
+}
+
+/// Marks a regional upstream's environment in its URL.
+const ENV_PLACEHOLDER: &str = "{env}";
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("base_url", &self.base_url.as_str())
+            .field("base", &self.base)
             .field("api_key", &"<redacted>")
             .field("price_per_second", &self.price_per_second)
+            .field("openai", &self.openai)
             .finish()
     }
 }
@@ -282,6 +326,10 @@ struct UpstreamDoc {
     api_key_secret_name: String,
     #[serde(default)]
     price_per_second: f64,
+    #[serde(default)]
+    openai_model: Option<String>,
+    #[serde(default)]
+    openai_base_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -380,12 +428,36 @@ impl Config {
             docs.into_iter()
                 .map(|(id, u)| {
                     let field = |name: &str| format!("{kind}.{id}.{name}");
-                    let base_url = parse_base_url(&field("upstream"), &u.upstream)?;
+                    // A regional template is checked as the URL it becomes for an environment.
+                    let base = parse_base_url(&field("upstream"), &u.upstream.replace(ENV_PLACEHOLDER, "env"))
+                        .map(|_| u.upstream.clone())?;
                     let api_key = resolve(field("api_key_secret_name"), &u.api_key_secret_name)?;
                     if !(u.price_per_second.is_finite() && u.price_per_second >= 0.0) {
                         return Err(config_error(field("price_per_second"), "must be a non-negative number"));
                     }
-                    Ok((id, Upstream { base_url, api_key, price_per_second: u.price_per_second }))
+                    let openai = match (u.openai_model, u.openai_base_url) {
+                        (None, None) => None,
+                        (Some(model), _) if model.is_empty() || kind == "chains" => {
+                            return Err(config_error(
+                                field("openai_model"),
+                                "must be a non-empty name, on models only",
+                            ));
+                        }
+                        (None, Some(_)) => {
+                            return Err(config_error(field("openai_model"), "is required with openai_base_url"))
+                        }
+                        (Some(model), Some(url)) => {
+                            Some(OpenAi { model, base_url: parse_base_url(&field("openai_base_url"), &url)? })
+                        }
+                        (Some(model), None) if !base.contains(ENV_PLACEHOLDER) => {
+                            let url = format!("{}/production/sync/v1", base.trim_end_matches('/'));
+                            Some(OpenAi { model, base_url: parse_base_url(&field("upstream"), &url)? })
+                        }
+                        (Some(_), None) => {
+                            return Err(config_error(field("openai_base_url"), "is required for a regional upstream"));
+                        }
+                    };
+                    Ok((id, Upstream { base, api_key, price_per_second: u.price_per_second, openai }))
                 })
                 .collect::<Result<BTreeMap<_, _>, Error>>()
         };

@@ -220,6 +220,7 @@ impl From<super::upstream::TransportError> for Error {
             TransportError::Timeout => Self::UpstreamTimeout,
             TransportError::Connect(message) | TransportError::Tls(message) => Self::UpstreamUnreachable { message },
             TransportError::Body(message) => Self::UpstreamProtocol { message },
+            TransportError::TooLarge(limit) => Self::PayloadTooLarge { limit },
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Calls that pass through to the upstream: sync predict / run_remote, queue status, wake.
+//! Calls that pass through to the upstream: sync predict / run_remote, `/sync/{path}`, queue
+//! status, wake.
 //!
-//! The model's answer (status, content type, body, `X-BASETEN-REQUEST-ID`) comes back as the
-//! upstream sent it, error bodies included. Only a failure to get an answer at all becomes a
-//! gateway error (502/504 with `code` and `message`).
+//! The model's answer (status, content type, body, `X-BASETEN-REQUEST-ID`, caching headers)
+//! comes back as the upstream sent it, streamed as it arrives, error bodies included. Request
+//! bodies stream to the upstream the same way. Only a failure to get an answer at all becomes
+//! a gateway error (502/504 with `code` and `message`), and a platform error gains them.
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -10,27 +12,39 @@ use serde_json::Value;
 
 use super::config::Upstream;
 use super::error::{json_response, Error};
-use super::route::{Subject, Target};
+use super::route::{Route, Subject, Target};
 use super::upstream::HttpClient;
 use super::{Body, Engine, Outcome, Store};
 
 /// Upstream response headers a caller sees. Hop-by-hop and platform headers stay behind.
-const PASSED_BACK: [&str; 6] = [
+const PASSED_BACK: [&str; 10] = [
     "content-type",
+    "content-disposition",
     "x-baseten-request-id",
     "retry-after",
     "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
     "x-baseten-error-source",
     "x-baseten-error-code",
 ];
-/// Caller headers the upstream sees, besides its own `Authorization`.
-const PASSED_ON: [&str; 3] = ["content-type", "accept", "x-baseten-request-id"];
+/// Caller headers the upstream sees, besides its own `Authorization`. (`Content-Length` too,
+/// when the caller sent one: a streamed body is then sent with its length.)
+const PASSED_ON: [&str; 7] = [
+    "content-type",
+    "content-length",
+    "accept",
+    "x-baseten-request-id",
+    "if-none-match",
+    "if-modified-since",
+    "cache-control",
+];
 /// Small JSON answers from the upstream (status records, queue counts, cancel answers).
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
-/// A request to `{upstream base URL}/{suffix}` carrying the upstream's own key.
-pub(crate) fn upstream_request(upstream: &Upstream, method: Method, suffix: &str, body: Bytes) -> Request<Bytes> {
-    let url = format!("{}/{suffix}", upstream.base_url.as_str().trim_end_matches('/'));
+/// A request to `url` (see [`Upstream::url`]) carrying the upstream's own key.
+pub(crate) fn upstream_request<B>(upstream: &Upstream, method: Method, url: String, body: B) -> Request<B> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = url.parse().unwrap_or_default();
@@ -40,8 +54,8 @@ pub(crate) fn upstream_request(upstream: &Upstream, method: Method, suffix: &str
     request
 }
 
-pub(crate) fn json_request(upstream: &Upstream, method: Method, suffix: &str, body: &Value) -> Request<Bytes> {
-    let mut request = upstream_request(upstream, method, suffix, Bytes::from(body.to_string()));
+pub(crate) fn json_request(upstream: &Upstream, method: Method, url: String, body: &Value) -> Request<Bytes> {
+    let mut request = upstream_request(upstream, method, url, Bytes::from(body.to_string()));
     request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     request
 }
@@ -70,28 +84,35 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
 }
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    pub(crate) async fn predict(
-        &self,
-        subject: &Subject,
-        target: &Target,
-        request: Request<Bytes>,
-    ) -> Result<Outcome<H::Body>, Error> {
+    /// Passes a sync call (`predict` / `run_remote`, or `sync/{path}` with the caller's method
+    /// and query) to the upstream, its body streamed, and the answer back as it arrives.
+    pub(crate) async fn pass(&self, route: &Route, request: Request<H::Stream>) -> Result<Outcome<H::Body>, Error> {
+        let (subject, target, method, path) = match route {
+            Route::Predict { subject, target } => (subject, target, Method::POST, subject.sync_endpoint().to_owned()),
+            Route::Sync { subject, target, path } => {
+                let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                (subject, target, request.method().clone(), format!("sync/{path}{query}"))
+            }
+            _ => return Err(Error::NotFound { what: "route".to_owned() }),
+        };
         let upstream = self.config.upstream(subject)?;
+        let url = upstream.url(target, &path, true)?;
         let (parts, body) = request.into_parts();
-        let suffix = format!("{}/{}", target.path(), subject.sync_endpoint());
-        let mut outbound = upstream_request(upstream, Method::POST, &suffix, body);
+        let mut outbound = upstream_request(upstream, method, url, body);
         for name in PASSED_ON {
             if let Some(value) = parts.headers.get(name) {
                 outbound.headers_mut().insert(HeaderName::from_static(name), value.clone());
             }
         }
-        let answer = self.http.send(outbound).await.map_err(Error::from)?;
+        let answer = self.http.send_stream(outbound).await.map_err(Error::from)?;
         let (up, body) = answer.into_parts();
         // A model's own error (Truss marks it `X-BASETEN-ERROR-SOURCE: 04`) passes through
-        // unchanged, as on Baseten; any other non-2xx is the platform's, and gets the gateway's
-        // error fields.
-        let from_model = up.headers.get("x-baseten-error-source").is_some_and(|v| v == "04");
-        let body = if up.status.is_success() || from_model {
+        // unchanged, as on Baseten; any other non-2xx of predict is the platform's, and gets
+        // the gateway's error fields. A `sync/` route's answers all pass unchanged: its server
+        // (an OpenAI-compatible one, say) has its own error format, which its clients read.
+        let unchanged =
+            up.headers.get("x-baseten-error-source").is_some_and(|v| v == "04") || matches!(route, Route::Sync { .. });
+        let body = if up.status.is_success() || unchanged {
             Body::Upstream(body)
         } else {
             let bytes = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(Error::from)?;
@@ -113,8 +134,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// `GET .../async_queue_status`: the upstream's counts, under the gateway's id for the subject.
     pub(crate) async fn queue_status(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;
-        let suffix = format!("{}/async_queue_status", target.path());
-        let request = upstream_request(upstream, Method::GET, &suffix, Bytes::new());
+        let url = upstream.url(target, "async_queue_status", true)?;
+        let request = upstream_request(upstream, Method::GET, url, Bytes::new());
         let (status, body) = self.call(request).await?;
         if !status.is_success() {
             return Ok(passthrough(status, body));
@@ -133,7 +154,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// `POST .../wake`: 202 with an empty body once the upstream accepted it.
     pub(crate) async fn wake(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;
-        let request = upstream_request(upstream, Method::POST, &format!("{}/wake", target.path()), Bytes::new());
+        let request = upstream_request(upstream, Method::POST, upstream.url(target, "wake", true)?, Bytes::new());
         let (status, body) = self.call(request).await?;
         if !status.is_success() {
             return Ok(passthrough(status, body));

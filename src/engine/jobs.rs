@@ -140,7 +140,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         request: &Request<Bytes>,
         ctx: Ctx,
     ) -> Result<Outcome<H::Body>, Error> {
-        self.config.upstream(&subject)?;
+        // A target the upstream cannot serve (a regional upstream serves environments only) is
+        // refused before there is a job.
+        self.config.upstream(&subject)?.url(&target, subject.async_endpoint(), true)?;
         let body = request.body();
         if body.len() > self.config.async_body_limit {
             return Err(Error::PayloadTooLarge { limit: self.config.async_body_limit });
@@ -233,8 +235,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             "max_time_in_queue_seconds": remaining.max(10),
             "inference_retry_config": input.retry,
         });
-        let suffix = format!("{}/{}", job.target.path(), job.subject.async_endpoint());
-        let answer = self.call(json_request(upstream, Method::POST, &suffix, &body)).await;
+        let answer = match upstream.url(&job.target, job.subject.async_endpoint(), true) {
+            Ok(url) => self.call(json_request(upstream, Method::POST, url, &body)).await,
+            Err(e) => Err(e),
+        };
         let (job, ()) = self
             .update(id, |j| {
                 let input = match &j.upstream {
@@ -395,7 +399,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Err(Error::UpstreamProtocol { message: "no upstream id to cancel".to_owned() });
         };
         let upstream = self.config.upstream(&job.subject)?;
-        let request = upstream_request(upstream, Method::DELETE, &format!("async_request/{upstream_id}"), Bytes::new());
+        let url = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false)?;
+        let request = upstream_request(upstream, Method::DELETE, url, Bytes::new());
         self.call(request).await
     }
 }

@@ -42,11 +42,15 @@ pub use error::Error;
 pub use route::{Operation, Route, Subject, Target};
 pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
 pub use sweep::sweep_lease_key;
-pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS};
+pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
 
 /// The largest request body an adapter should read; beyond it, answer
 /// [`Error::PayloadTooLarge`]. Async submits have their own, smaller limit (256 KiB).
 pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
+
+/// The largest request body of a sync route (`predict`, `run_remote`, `sync/...`), streamed to
+/// the upstream and never gathered: Baseten's own edge limit.
+pub const SYNC_BODY_LIMIT: usize = 100 * 1024 * 1024;
 
 /// Where a request must run, for platforms that keep each job in its own place (a Durable
 /// Object per job on Workers). Everything else needs no store at all.
@@ -63,8 +67,11 @@ pub enum Placement {
 /// its route takes, is refused before any store is touched or its body is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Read at most this many bytes of the body, then handle it.
+    /// Read at most this many bytes of the body, then handle it ([`Engine::handle`]).
     Read { body_limit: usize },
+    /// A sync route: do not read the body; stream at most this many bytes of it to the upstream
+    /// ([`Engine::handle_stream`]).
+    Stream { body_limit: usize },
     /// Answer with this error at once; do not read the body.
     Refuse(Error),
 }
@@ -168,8 +175,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// A submit's request id is decided here: the same `entropy` given to [`Engine::handle`]
     /// yields the same id, and an `Idempotency-Key` always yields the same id for the same key.
     pub fn placement<B>(&self, request: &Request<B>, now: Timestamp, entropy: [u8; 16]) -> Placement {
-        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
-        match Route::parse(request.method(), host, request.uri().path()) {
+        match self.route(request) {
             Ok(Route::AsyncPredict { .. }) => {
                 Placement::Job(jobs::new_request_id(self.config, request.headers(), now, entropy))
             }
@@ -189,11 +195,19 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// `body_limit` bytes. (The inbox's signature itself needs the body: adapters that can
     /// verify before touching job state do so with [`Engine::verify_inbox_if_inbox`].)
     pub fn admit<B>(&self, request: &Request<B>, now: Timestamp) -> Admission {
-        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
         let length =
             header_str(request.headers(), header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
         let key = || auth::authenticate(self.config, request.headers(), now).err();
-        let (limit, refused) = match Route::parse(request.method(), host, request.uri().path()) {
+        let (limit, refused) = match self.route(request) {
+            Ok(Route::Predict { .. } | Route::Sync { .. }) => {
+                return match (key(), length) {
+                    (Some(e), _) => Admission::Refuse(e),
+                    (None, Some(n)) if n > SYNC_BODY_LIMIT => {
+                        Admission::Refuse(Error::PayloadTooLarge { limit: SYNC_BODY_LIMIT })
+                    }
+                    (None, _) => Admission::Stream { body_limit: SYNC_BODY_LIMIT },
+                };
+            }
             Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, key()),
             Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, key()),
             Ok(Route::WebhookInbox { request_id, token }) => {
@@ -216,11 +230,16 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// For an inbox delivery whose body has been read (any other request passes): its
     /// signature, checked without any store, so a forged delivery never reaches the job's state.
     pub fn verify_inbox_if_inbox(&self, request: &Request<Bytes>) -> Result<(), Error> {
-        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
-        match Route::parse(request.method(), host, request.uri().path()) {
+        match self.route(request) {
             Ok(Route::WebhookInbox { .. }) => inbox::verify_signature(self.config, request),
             _ => Ok(()),
         }
+    }
+
+    /// What a request addresses, from its method, `Host` (or URI authority) and path.
+    fn route<B>(&self, request: &Request<B>) -> Result<Route, Error> {
+        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
+        Route::parse_with(request.method(), host, request.uri().path(), &|s| self.config.upstream(s).is_ok())
     }
 
     /// The answer to a refused request: its error as JSON, with CORS as for any answer.
@@ -238,19 +257,32 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub async fn handle(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
         let origin = header_str(request.headers(), header::ORIGIN.as_str()).map(str::to_owned);
         let cors = origin.as_deref().is_some_and(|o| self.cors_allowed(&request, o, ctx.now));
-        let mut outcome = match self.dispatch(request, ctx, cors).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::new(full(e.to_response()), None),
-        };
-        if let Some(origin) = origin {
-            add_cors(outcome.response.headers_mut(), &origin, cors);
+        with_cors(self.dispatch(request, ctx, cors).await, origin.as_deref(), cors)
+    }
+
+    /// Handles a sync route ([`Admission::Stream`]) whose body streams to the upstream as it
+    /// arrives. Same guarantees as [`Engine::handle`].
+    pub async fn handle_stream(&self, request: Request<H::Stream>, ctx: Ctx) -> Outcome<H::Body> {
+        let origin = header_str(request.headers(), header::ORIGIN.as_str()).map(str::to_owned);
+        let cors = origin.as_deref().is_some_and(|o| self.cors_allowed(&request, o, ctx.now));
+        with_cors(self.dispatch_stream(request, ctx).await, origin.as_deref(), cors)
+    }
+
+    async fn dispatch_stream(&self, request: Request<H::Stream>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
+        let route = self.route(&request)?;
+        let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
+        let origin = header_str(request.headers(), header::ORIGIN.as_str());
+        match (&route, route.operation()) {
+            (Route::Predict { subject, .. } | Route::Sync { subject, .. }, Some(op)) => {
+                auth::authorize(&key, op, subject, origin)?;
+            }
+            _ => return Err(Error::NotFound { what: "a sync route".to_owned() }),
         }
-        outcome
+        self.pass(&route, request).await
     }
 
     async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx, cors: bool) -> Result<Outcome<H::Body>, Error> {
-        let host = header_str(request.headers(), header::HOST.as_str()).or(request.uri().host());
-        let route = Route::parse(request.method(), host, request.uri().path())?;
+        let route = self.route(&request)?;
         let done = |response: Response<Bytes>| Ok(Outcome::new(full(response), None));
         match route {
             Route::Preflight => done(preflight(cors)),
@@ -261,9 +293,9 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                 let origin = header_str(request.headers(), header::ORIGIN.as_str());
                 let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
                 match route {
-                    Route::Predict { subject, target } => {
-                        auth::authorize(key, op, &subject, origin)?;
-                        self.predict(&subject, &target, request).await
+                    Route::Predict { ref subject, .. } | Route::Sync { ref subject, .. } => {
+                        auth::authorize(key, op, subject, origin)?;
+                        self.pass(&route, request.map(H::stream_of)).await
                     }
                     Route::QueueStatus { subject, target } => {
                         auth::authorize(key, op, &subject, origin)?;
@@ -390,6 +422,15 @@ fn preflight(allowed: bool) -> Response<Bytes> {
 
 /// Echoes an allowed origin (never `*`: requests carry credentials) and exposes the headers a
 /// page needs. A disallowed origin gets no CORS headers, so the browser refuses the answer.
+/// An answer (or the error that ends the request, as JSON), with CORS for `origin`.
+fn with_cors<B>(result: Result<Outcome<B>, Error>, origin: Option<&str>, allowed: bool) -> Outcome<B> {
+    let mut outcome = result.unwrap_or_else(|e| Outcome::new(full(e.to_response()), None));
+    if let Some(origin) = origin {
+        add_cors(outcome.response.headers_mut(), origin, allowed);
+    }
+    outcome
+}
+
 fn add_cors(headers: &mut HeaderMap, origin: &str, allowed: bool) {
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if !allowed {

@@ -99,7 +99,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         // A model since removed from the configuration: nothing to ask.
         let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job.clone(), false)) };
-        let request = upstream_request(upstream, Method::GET, &format!("async_request/{upstream_id}"), Bytes::new());
+        let Ok(url) = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false) else {
+            return Ok((job.clone(), false));
+        };
+        let request = upstream_request(upstream, Method::GET, url, Bytes::new());
         let (record, answered) = match self.call(request).await {
             Ok((status, body)) if status.is_success() => (serde_json::from_slice(&body).unwrap_or(Value::Null), true),
             _ => (Value::Null, false),

@@ -86,6 +86,9 @@ pub enum Operation {
     Cancel,
     QueueStatus,
     Wake,
+    /// `{target}/sync/{path}`: a model server's own routes (an OpenAI-compatible API, custom
+    /// routes), passed through with any method.
+    Sync,
     /// `POST /_sweep`: run due work now (for platforms without alarms).
     Sweep,
     /// `POST /browser_tokens`: mint a short-lived browser token. Never granted to a token.
@@ -112,6 +115,12 @@ pub enum Route {
     Wake {
         subject: Subject,
         target: Target,
+    },
+    /// `{target}/sync/{path}` (models): any method, passed to the model's server at `/{path}`.
+    Sync {
+        subject: Subject,
+        target: Target,
+        path: String,
     },
     /// `GET /async_request/{id}`; `subject` is `None` on the bare gateway path.
     Status {
@@ -142,6 +151,7 @@ impl Route {
     pub fn operation(&self) -> Option<Operation> {
         match self {
             Self::Predict { .. } => Some(Operation::Predict),
+            Self::Sync { .. } => Some(Operation::Sync),
             Self::AsyncPredict { .. } => Some(Operation::AsyncPredict),
             Self::QueueStatus { .. } => Some(Operation::QueueStatus),
             Self::Wake { .. } => Some(Operation::Wake),
@@ -155,6 +165,18 @@ impl Route {
 
     /// Parses a request line. `host` is the `Host` header (or URI authority), if any.
     pub fn parse(method: &Method, host: Option<&str>, path: &str) -> Result<Self, Error> {
+        Self::parse_with(method, host, path, &|_| false)
+    }
+
+    /// [`Route::parse`], where `known` says which subjects the gateway serves: a host
+    /// `model-{a}-{b}.…` names model `a-b` if it is known, else model `a` in the regional
+    /// environment `b`.
+    pub fn parse_with(
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+        known: &dyn Fn(&Subject) -> bool,
+    ) -> Result<Self, Error> {
         if method == Method::OPTIONS {
             return Ok(Self::Preflight);
         }
@@ -165,8 +187,9 @@ impl Route {
         }
 
         // Host form first (`model-{id}.gateway.example`), then path form (`/models/{id}/...`).
-        let (subject, rest) = match host.and_then(subject_from_host) {
-            Some(subject) => (Some(subject), &segments[..]),
+        let (subject, rest) = match host.and_then(|h| subject_from_host(h, known)) {
+            Some((subject, Some(env))) => return Self::regional(method, subject, env, &segments, not_found),
+            Some((subject, None)) => (Some(subject), &segments[..]),
             None => match segments.as_slice() {
                 ["models", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Model(valid_id(id)?)), rest),
                 ["chains", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Chain(valid_id(id)?)), rest),
@@ -205,13 +228,48 @@ impl Route {
         }
 
         let subject = subject.ok_or_else(not_found)?;
-        let (target, endpoint) = match rest {
-            ["production", endpoint] => (Target::Production, *endpoint),
-            ["development", endpoint] => (Target::Development, *endpoint),
-            ["environments", env, endpoint] => (Target::Environment(valid_id(env)?), *endpoint),
-            ["deployment", id, endpoint] => (Target::Deployment(valid_id(id)?), *endpoint),
+        let (target, rest) = match rest {
+            ["production", rest @ ..] => (Target::Production, rest),
+            ["development", rest @ ..] => (Target::Development, rest),
+            ["environments", env, rest @ ..] => (Target::Environment(valid_id(env)?), rest),
+            ["deployment", id, rest @ ..] => (Target::Deployment(valid_id(id)?), rest),
             _ => return Err(not_found()),
         };
+        Self::endpoint(method, subject, target, rest, not_found)
+    }
+
+    /// A regional environment's host (`model-{id}-{env}.<host>`): the target is the host's
+    /// environment, and paths are bare (`/predict`, `/sync/...`); a path-form target there is
+    /// not a route, as on Baseten.
+    fn regional(
+        method: &Method,
+        subject: Subject,
+        env: String,
+        segments: &[&str],
+        not_found: impl Fn() -> Error,
+    ) -> Result<Self, Error> {
+        match segments {
+            ["async_request", ..] => Err(not_found()),
+            rest => Self::endpoint(method, subject, Target::Environment(env), rest, not_found),
+        }
+    }
+
+    /// What follows the target: one endpoint, or `sync/{path}`.
+    fn endpoint(
+        method: &Method,
+        subject: Subject,
+        target: Target,
+        rest: &[&str],
+        not_found: impl Fn() -> Error,
+    ) -> Result<Self, Error> {
+        if let (Subject::Model(_), ["sync", path @ ..]) = (&subject, rest) {
+            if !matches!(*method, Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+                return Err(Error::MethodNotAllowed { allow: "GET, POST, PUT, PATCH, DELETE, OPTIONS" });
+            }
+            return Ok(Self::Sync { subject, target, path: path.join("/") });
+        }
+        let [endpoint] = rest else { return Err(not_found()) };
+        let endpoint = *endpoint;
         let (route, allow) = match (&subject, endpoint) {
             (Subject::Model(_), "predict") | (Subject::Chain(_), "run_remote") => {
                 (Self::Predict { subject, target }, Method::POST)
@@ -249,19 +307,24 @@ fn valid_id(id: &str) -> Result<String, Error> {
     }
 }
 
-/// `model-abc.gw.example[:port]` → `Model("abc")`; anything else → `None`.
-fn subject_from_host(host: &str) -> Option<Subject> {
+/// `model-abc.gw.example[:port]` → `Model("abc")`, and a regional environment's host
+/// `model-abc-produs.gw.example` → `Model("abc")` in `produs` (unless `abc-produs` is a
+/// `known` model: Baseten's ids have no `-`, the gateway's may); anything else → `None`.
+fn subject_from_host(host: &str, known: &dyn Fn(&Subject) -> bool) -> Option<(Subject, Option<String>)> {
     let label = host.split('.').next()?;
     if !host.contains('.') {
         return None;
     }
-    if let Some(id) = label.strip_prefix("model-") {
-        return valid_id(id).ok().map(Subject::Model);
+    let (make, rest): (fn(String) -> Subject, &str) = if let Some(rest) = label.strip_prefix("model-") {
+        (Subject::Model, rest)
+    } else {
+        (Subject::Chain, label.strip_prefix("chain-")?)
+    };
+    let whole = make(valid_id(rest).ok()?);
+    match rest.split_once('-') {
+        Some((id, env)) if !known(&whole) => Some((make(valid_id(id).ok()?), Some(valid_id(env).ok()?))),
+        _ => Some((whole, None)),
     }
-    if let Some(id) = label.strip_prefix("chain-") {
-        return valid_id(id).ok().map(Subject::Chain);
-    }
-    None
 }
 
 #[cfg(test)]

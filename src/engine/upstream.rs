@@ -1,7 +1,8 @@
 //! The outbound HTTP the engine needs (upstream calls and webhook deliveries), as a trait the
 //! adapter implements with its platform's client. The engine builds `http::Request`s; the
 //! adapter sends them and hands back the response, whose body the engine either passes through
-//! untouched (sync predict, possibly streamed) or reads with a limit.
+//! untouched (sync predict, possibly streamed) or reads with a limit. A sync route's request
+//! body goes the other way as a stream too ([`HttpClient::send_stream`]).
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -10,6 +11,10 @@ use http::{Request, Response};
 /// deliveries), reported as [`TransportError::Timeout`]. Claims on outbound work outlast it
 /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)).
 pub const OUTBOUND_TIMEOUT_MS: u64 = 30_000;
+
+/// A sync call's (predict, `sync/...`) deadline for the upstream's answer to start, and for
+/// each gap in its body: a model may think for minutes, and a stream may last longer still.
+pub const SYNC_TIMEOUT_MS: u64 = 600_000;
 
 /// Why a request got no HTTP response at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,8 @@ pub enum TransportError {
     Timeout,
     /// The response started but its body broke or exceeded the limit.
     Body(String),
+    /// The caller's streamed request body passed this many bytes, the route's limit.
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for TransportError {
@@ -31,6 +38,7 @@ impl std::fmt::Display for TransportError {
             Self::Tls(m) => write!(f, "tls: {m}"),
             Self::Timeout => f.write_str("timeout"),
             Self::Body(m) => write!(f, "body: {m}"),
+            Self::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
         }
     }
 }
@@ -43,7 +51,7 @@ impl TransportError {
             Self::Connect(_) => "connect",
             Self::Tls(_) => "tls",
             Self::Timeout => "timeout",
-            Self::Body(_) => "body",
+            Self::Body(_) | Self::TooLarge(_) => "body",
         }
     }
 }
@@ -55,7 +63,18 @@ pub trait HttpClient {
     /// A response body as the platform has it, so sync predict can stream it back unread.
     type Body;
 
+    /// A caller's request body as the platform has it, passed on to the upstream as it arrives
+    /// (sync routes), never gathered whole.
+    type Stream;
+
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Self::Body>, TransportError>;
+
+    /// Sends a request whose body is a caller's stream. The adapter enforces the limit it was
+    /// given at admission while the body streams: past it, `TooLarge`.
+    async fn send_stream(&self, request: Request<Self::Stream>) -> Result<Response<Self::Body>, TransportError>;
+
+    /// A body already in hand, as a stream.
+    fn stream_of(bytes: Bytes) -> Self::Stream;
 
     /// Reads a body whole, failing with `Body` beyond `limit` bytes.
     async fn read(&self, body: Self::Body, limit: usize) -> Result<Bytes, TransportError>;

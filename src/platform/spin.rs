@@ -11,8 +11,8 @@ use http::{Request, Response};
 use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 use spin_sdk::http_component;
 
-use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
-use crate::engine::{Admission, Body, Engine, Error, NoStore, SweepReport, Timer, Timestamp, MAX_REQUEST_BODY};
+use super::wasi::{entropy, load_config, now, KvStore, WasiBody, WasiHttp, WasiStream};
+use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, SweepReport, Timer, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -75,6 +75,15 @@ impl Timer for SpinTimer {
     }
 }
 
+/// Answers the caller: a body in hand at once, an upstream's as it arrives.
+async fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
+    let (parts, body) = response.into_parts();
+    match body {
+        Body::Full(bytes) => send_response(out, Response::from_parts(parts, bytes)).await,
+        Body::Upstream(body) => body.respond(out.into_inner(), &parts),
+    }
+}
+
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let config = match load_config() {
@@ -86,6 +95,15 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let mut request = request_head(&incoming);
     let body_limit = match gate.admit(&request, now()) {
         Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())).await,
+        Admission::Stream { body_limit } => {
+            // A sync route: the body streams to the upstream, the answer back, neither gathered.
+            let Some(body) = WasiStream::of_caller(&incoming, body_limit) else {
+                let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
+                return send_response(out, gate.refusal(&request, &e, now())).await;
+            };
+            let outcome = gate.handle_stream(request.map(|_| body), Ctx::new(now(), entropy())).await;
+            return respond(out, outcome.response).await;
+        }
         Admission::Read { body_limit } => body_limit,
     };
     match read_body(incoming, body_limit).await {
@@ -98,22 +116,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
     let outcome = engine.handle_held(request, entropy(), &SpinTimer).await;
-    let (parts, body) = outcome.response.into_parts();
-    let response = match body {
-        Body::Full(bytes) => Response::from_parts(parts, bytes),
-        Body::Upstream(body) => match body.read(MAX_REQUEST_BODY) {
-            Ok(bytes) => Response::from_parts(parts, bytes),
-            Err(e) => {
-                // The upstream's body broke after its head: a gateway error, with the CORS
-                // headers the answer already had.
-                let mut response = Error::from(e).to_response();
-                let cors = parts.headers.iter().filter(|(name, _)| name.as_str().starts_with("access-control-"));
-                response.headers_mut().extend(cors.map(|(n, v)| (n.clone(), v.clone())));
-                response
-            }
-        },
-    };
-    send_response(out, response).await;
+    respond(out, outcome.response).await;
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;
     if let Some(SweepReport { failed: 1.., first_error, .. }) = engine.sweep_if_due(&now).await {

@@ -10,7 +10,11 @@
 use bytes::Bytes;
 use futures_util::future::{select, Either as Race};
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures_util::StreamExt;
+use http_body_util::{BodyDataStream, BodyExt, Either, Full, Limited};
 use worker::{
     durable_object, event, AbortController, Context, Date, Delay, DurableObject, Env, Fetch, HttpRequest, SqlStorage,
     SqlStorageValue, State,
@@ -18,7 +22,7 @@ use worker::{
 
 use crate::engine::{
     Admission, Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer,
-    Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS,
+    Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS,
 };
 
 /// The configuration document's variable; secrets it names are Worker secrets (or vars).
@@ -92,20 +96,25 @@ impl Timer for WorkerTimer {
 #[derive(Debug)]
 struct FetchClient;
 
-impl HttpClient for FetchClient {
-    type Body = worker::Body;
+/// A caller's body passed on to the upstream as it arrives (sync routes), or bytes in hand.
+enum WorkerStream {
+    Bytes(Bytes),
+    Caller { body: worker::Body, limit: usize },
+}
 
-    async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
-        // The body as bytes, not a stream: fetch then sends it with its `Content-Length`
-        // (a streamed body goes chunked, and receivers that read by length see nothing).
-        let (parts, body) = request.into_parts();
+impl FetchClient {
+    /// One fetch, no redirects followed; `None` from `body` means none. The response head
+    /// must arrive within `timeout_ms`.
+    async fn fetch(
+        parts: &http::request::Parts,
+        body: Option<worker::wasm_bindgen::JsValue>,
+        timeout_ms: u64,
+    ) -> Result<Response<worker::Body>, TransportError> {
         let mut init = worker::RequestInit::new();
         init.with_method(worker::Method::from(parts.method.as_str().to_owned()))
             .with_headers(worker::Headers::from(&parts.headers))
-            .with_redirect(worker::RequestRedirect::Manual);
-        if !body.is_empty() {
-            init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_ref()).into()));
-        }
+            .with_redirect(worker::RequestRedirect::Manual)
+            .with_body(body);
         let request = worker::Request::new_with_init(&parts.uri.to_string(), &init)
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let controller = AbortController::default();
@@ -113,7 +122,7 @@ impl HttpClient for FetchClient {
         let fetch = Fetch::Request(request);
         let answered = {
             let sent = Box::pin(fetch.send_with_signal(&signal));
-            let deadline = Delay::from(std::time::Duration::from_millis(OUTBOUND_TIMEOUT_MS));
+            let deadline = Delay::from(std::time::Duration::from_millis(timeout_ms));
             match select(sent, deadline).await {
                 Race::Left((result, _)) => Some(result),
                 Race::Right(((), _)) => None,
@@ -129,6 +138,57 @@ impl HttpClient for FetchClient {
                 Err(TransportError::Timeout)
             }
         }
+    }
+}
+
+/// Bytes as a fetch body: sent with their `Content-Length` (a streamed body goes chunked, and
+/// receivers that read by length see nothing).
+fn bytes_body(body: &Bytes) -> Option<worker::wasm_bindgen::JsValue> {
+    (!body.is_empty()).then(|| worker::js_sys::Uint8Array::from(body.as_ref()).into())
+}
+
+impl HttpClient for FetchClient {
+    type Body = worker::Body;
+    type Stream = WorkerStream;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
+        let (parts, body) = request.into_parts();
+        Self::fetch(&parts, bytes_body(&body), OUTBOUND_TIMEOUT_MS).await
+    }
+
+    async fn send_stream(&self, request: Request<WorkerStream>) -> Result<Response<worker::Body>, TransportError> {
+        let (parts, body) = request.into_parts();
+        let (body, limit) = match body {
+            WorkerStream::Bytes(bytes) => return Self::fetch(&parts, bytes_body(&bytes), SYNC_TIMEOUT_MS).await,
+            WorkerStream::Caller { body, limit } => (body, limit),
+        };
+        // The caller's chunks, counted as they pass: past the limit the stream fails, and with
+        // it the fetch.
+        let over = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&over);
+        let mut seen = 0usize;
+        let counted = BodyDataStream::new(body).map(move |chunk| {
+            let chunk = chunk?;
+            seen += chunk.len();
+            if seen > limit {
+                flag.set(true);
+                return Err(worker::Error::RustError(format!("request body over {limit} bytes")));
+            }
+            Ok(Vec::from(chunk))
+        });
+        let stream = worker::Body::from_stream(counted)
+            .map_err(|e| TransportError::Body(e.to_string()))?
+            .into_inner()
+            .map(worker::wasm_bindgen::JsValue::from);
+        let answer = Self::fetch(&parts, stream, SYNC_TIMEOUT_MS).await;
+        if over.get() {
+            return Err(TransportError::TooLarge(limit));
+        }
+        answer
+    }
+
+    fn stream_of(bytes: Bytes) -> WorkerStream {
+        WorkerStream::Bytes(bytes)
     }
 
     async fn read(&self, body: worker::Body, limit: usize) -> Result<Bytes, TransportError> {
@@ -148,6 +208,12 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
     let refuse = |request: &HttpRequest, e: &Error| into_response(engine.refusal(request, e, now()).map(Body::Full));
     let body_limit = match engine.admit(&request, now()) {
         Admission::Refuse(e) => return Ok(refuse(&request, &e)),
+        Admission::Stream { body_limit } => {
+            // A sync route: the body streams to the upstream and the answer back, unread.
+            let (parts, body) = request.into_parts();
+            let request = Request::from_parts(parts, WorkerStream::Caller { body, limit: body_limit });
+            return Ok(into_response(engine.handle_stream(request, Ctx::new(now(), entropy)).await.response));
+        }
         Admission::Read { body_limit } => body_limit,
     };
     let placement = engine.placement(&request, now(), entropy);

@@ -331,6 +331,15 @@ pub fn resp(status: u16, body: Value) -> Response<Bytes> {
 
 impl HttpClient for Net {
     type Body = Bytes;
+    type Stream = Bytes;
+
+    async fn send_stream(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
+        self.send(request).await
+    }
+
+    fn stream_of(bytes: Bytes) -> Bytes {
+        bytes
+    }
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, TransportError> {
         self.gate.pass(&At::Send(request.uri().path().to_owned())).await;

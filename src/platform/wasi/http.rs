@@ -19,9 +19,11 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{
     ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
-use wasi::io::streams::StreamError;
+#[cfg(feature = "spin")]
+use spin_sdk::wit::wasi::http0_2_0::types::{IncomingRequest, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
-use crate::engine::{HttpClient, TransportError, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS};
+use crate::engine::{HttpClient, TransportError, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
 
 /// How much of a response body is read at most; the engine applies each call's own, lower,
 /// limit in [`HttpClient::read`].
@@ -47,13 +49,59 @@ impl WasiBody {
     pub(crate) fn read(self, limit: usize) -> Result<Bytes, TransportError> {
         read_body(self.body, limit.min(RESPONSE_CAP), self.deadline)
     }
+
+    #[cfg(feature = "spin")]
+    /// Answers the caller with `head` and this body, each chunk written as it arrives (tokens
+    /// of a streamed completion reach the caller one by one). If the upstream's body breaks,
+    /// the caller's ends early, unfinished, as on Baseten.
+    pub(crate) fn respond(self, out: ResponseOutparam, head: &http::response::Parts) {
+        let outgoing = OutgoingResponse::new(fields(&head.headers, None));
+        let _ = outgoing.set_status_code(head.status.as_u16());
+        let Ok(sink) = outgoing.body() else { return };
+        ResponseOutparam::set(out, Ok(outgoing));
+        let copied = (|| {
+            let input = self.body.stream().map_err(|()| TransportError::Body("not readable".to_owned()))?;
+            let output = sink.write().map_err(|()| TransportError::Body("response not writable".to_owned()))?;
+            copy(&input, &output, usize::MAX)
+        })();
+        if copied.is_ok() {
+            let _ = OutgoingBody::finish(sink, None);
+        }
+    }
+}
+
+/// A caller's request body as it arrives (sync routes), or bytes in hand.
+pub(crate) enum WasiStream {
+    Bytes(Bytes),
+    #[cfg_attr(not(feature = "spin"), allow(dead_code))] // the library component serves no HTTP
+    Caller {
+        body: IncomingBody,
+        limit: usize,
+    },
+}
+
+#[cfg(feature = "spin")]
+impl WasiStream {
+    /// The body of the caller's request, to be passed on up to `limit` bytes.
+    pub(crate) fn of_caller(request: &IncomingRequest, limit: usize) -> Option<Self> {
+        request.consume().ok().map(|body| Self::Caller { body, limit })
+    }
 }
 
 impl HttpClient for WasiHttp {
     type Body = WasiBody;
+    type Stream = WasiStream;
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
-        send(request)
+        send(request.map(WasiStream::Bytes), OUTBOUND_TIMEOUT_MS)
+    }
+
+    async fn send_stream(&self, request: Request<WasiStream>) -> Result<Response<WasiBody>, TransportError> {
+        send(request, SYNC_TIMEOUT_MS)
+    }
+
+    fn stream_of(bytes: Bytes) -> WasiStream {
+        WasiStream::Bytes(bytes)
     }
 
     async fn read(&self, body: WasiBody, limit: usize) -> Result<Bytes, TransportError> {
@@ -61,20 +109,53 @@ impl HttpClient for WasiHttp {
     }
 }
 
-fn send(request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
-    let deadline = Instant::now() + Duration::from_millis(OUTBOUND_TIMEOUT_MS);
-    let (parts, body) = request.into_parts();
-    let mut entries: Vec<(String, Vec<u8>)> = parts
-        .headers
+/// wasi:http header fields from a header map, without framing headers; `length`, if any, as
+/// `Content-Length`.
+fn fields(headers: &http::HeaderMap, length: Option<u64>) -> Fields {
+    let mut entries: Vec<(String, Vec<u8>)> = headers
         .iter()
         .filter(|(name, _)| *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING)
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect();
-    if !body.is_empty() || parts.method != http::Method::GET {
-        entries.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
+    if let Some(length) = length {
+        entries.push(("content-length".to_owned(), length.to_string().into_bytes()));
     }
-    let headers = Fields::from_list(&entries).map_err(|e| refused(format!("headers: {e:?}")))?;
-    let outgoing = OutgoingRequest::new(headers);
+    Fields::from_list(&entries).unwrap_or_else(|_| Fields::new())
+}
+
+/// Copies `input` to `output` as it arrives; past `limit` bytes, `TooLarge`.
+fn copy(input: &InputStream, output: &OutputStream, limit: usize) -> Result<(), TransportError> {
+    let mut copied = 0usize;
+    loop {
+        match input.blocking_read(READ_CHUNK) {
+            Ok(chunk) => {
+                copied += chunk.len();
+                if copied > limit {
+                    return Err(TransportError::TooLarge(limit));
+                }
+                for piece in chunk.chunks(WRITE_CHUNK) {
+                    output.blocking_write_and_flush(piece).map_err(|e| stream_error(&e))?;
+                }
+            }
+            Err(StreamError::Closed) => return Ok(()),
+            Err(e) => return Err(stream_error(&e)),
+        }
+    }
+}
+
+/// Sends a request; `timeout_ms` bounds connecting, the first byte and the gap between bytes,
+/// and the whole call for a body the engine reads.
+fn send(request: Request<WasiStream>, timeout_ms: u64) -> Result<Response<WasiBody>, TransportError> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let (parts, body) = request.into_parts();
+    // A known length goes with the request: the body's own, or the one the caller announced.
+    let announced = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let length = match &body {
+        WasiStream::Bytes(bytes) if !bytes.is_empty() || parts.method != http::Method::GET => Some(bytes.len() as u64),
+        WasiStream::Bytes(_) => None,
+        WasiStream::Caller { .. } => announced,
+    };
+    let outgoing = OutgoingRequest::new(fields(&parts.headers, length));
     let uri = &parts.uri;
     let scheme = match uri.scheme_str() {
         Some("https") => Scheme::Https,
@@ -93,7 +174,7 @@ fn send(request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
     }
     let body_sink = outgoing.body().map_err(|()| refused("no request body".to_owned()))?;
     let options = RequestOptions::new();
-    let timeout = Some(OUTBOUND_TIMEOUT_MS * 1_000_000);
+    let timeout = Some(timeout_ms * 1_000_000);
     // A host that does not support an option keeps its own; the total deadline below still holds.
     let _ = (options.set_connect_timeout(timeout), options.set_first_byte_timeout(timeout));
     let _ = options.set_between_bytes_timeout(timeout);
@@ -101,8 +182,17 @@ fn send(request: Request<Bytes>) -> Result<Response<WasiBody>, TransportError> {
 
     {
         let stream = body_sink.write().map_err(|()| refused("request body not writable".to_owned()))?;
-        for chunk in body.chunks(WRITE_CHUNK) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| stream_error(&e))?;
+        match &body {
+            WasiStream::Bytes(bytes) => {
+                for chunk in bytes.chunks(WRITE_CHUNK) {
+                    stream.blocking_write_and_flush(chunk).map_err(|e| stream_error(&e))?;
+                }
+            }
+            WasiStream::Caller { body, limit } => {
+                let input =
+                    body.stream().map_err(|()| TransportError::Body("caller's body not readable".to_owned()))?;
+                copy(&input, &stream, *limit)?;
+            }
         }
     }
     OutgoingBody::finish(body_sink, None).map_err(transport)?;

@@ -10,6 +10,8 @@ mod http;
 mod kv;
 
 pub(super) use self::http::WasiHttp;
+#[cfg(feature = "spin")]
+pub(super) use self::http::{WasiBody, WasiStream};
 pub(super) use self::kv::KvStore;
 
 use crate::engine::{Config, Error, Timestamp};
