@@ -64,6 +64,128 @@ fn predict_and_run_remote_reach_every_target_in_both_address_forms() {
 }
 
 #[test]
+fn sync_routes_pass_any_method_and_query_through_and_answer_unchanged() {
+    let w = World::new();
+    for (host, path) in [
+        ("gw.example", "/models/demo/environments/staging/sync/v1/models?limit=2&x=%20y"),
+        ("model-demo.gw.example", "/environments/staging/sync/v1/models?limit=2&x=%20y"),
+    ] {
+        let mut req = w.request("GET", path, Some(KEY), Bytes::new());
+        req.headers_mut().insert("host", host.parse().unwrap());
+        req.headers_mut().insert("accept", "application/json".parse().unwrap());
+        let a = w.send(req);
+        assert_eq!(a.status, 200, "{host}{path}");
+        let sent = w.net.sent.borrow().last().cloned().unwrap();
+        assert_eq!(sent.method(), "GET");
+        assert_eq!(
+            sent.uri().to_string(),
+            "https://upstream.test/models/demo/environments/staging/sync/v1/models?limit=2&x=%20y"
+        );
+        assert_eq!(
+            sent.headers()["authorization"],
+            format!("Api-Key {UPSTREAM_KEY}"),
+            "the upstream's key, not the caller's"
+        );
+        assert_eq!(a.json()["accept"], "application/json");
+        assert_eq!(
+            (a.headers["etag"].to_str().unwrap(), a.headers["cache-control"].to_str().unwrap()),
+            ("\"v1\"", "max-age=60")
+        );
+        assert!(a.headers.get("x-internal-trace").is_none());
+    }
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let a = w.send(w.request(
+            method,
+            "/models/demo/production/sync/items/7?status=418",
+            Some(KEY),
+            Bytes::from("{\"a\":1}"),
+        ));
+        // The server's own answer, whatever its status: no gateway fields are added.
+        assert_eq!(a.status, 418, "{method}");
+        let body = a.json();
+        assert_eq!((body["method"].as_str(), body["body"].as_str()), (Some(method), Some("{\"a\":1}")));
+        assert!(body.get("code").is_none(), "{body}");
+        assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), "/models/demo/production/sync/items/7");
+    }
+    w.send(w.request("HEAD", "/models/demo/production/sync/health", Some(KEY), Bytes::new()))
+        .assert_error(405, "METHOD_NOT_ALLOWED");
+    // Chains have no sync routes, as on Baseten.
+    w.send(w.request("GET", "/chains/demo-chain/production/sync/health", Some(KEY), Bytes::new()))
+        .assert_error(404, "NOT_FOUND");
+}
+
+#[test]
+fn sync_is_an_operation_of_its_own() {
+    let w = World::new();
+    // The narrow key may predict, not call the model server's routes.
+    let a = w.send(w.request("GET", "/models/demo/production/sync/health", Some(NARROW_KEY), Bytes::new()));
+    a.assert_error(403, "FORBIDDEN");
+    assert!(w.net.sent.borrow().is_empty());
+    // A browser token for chat only: sync yes, predict no.
+    let minted = w.call(
+        "POST",
+        "/browser_tokens",
+        json!({"models": ["demo"], "operations": ["sync"], "origins": ["https://app.example"], "ttl_seconds": 60}),
+    );
+    let token = minted.json()["token"].as_str().unwrap().to_owned();
+    let with_token = |method: &str, path: &str| {
+        let mut r = w.request(method, path, None, Bytes::from_static(b"{}"));
+        r.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+        w.send(r)
+    };
+    let a = with_token("POST", "/models/demo/production/sync/v1/chat/completions");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers.get("access-control-allow-origin").unwrap(), "https://app.example");
+    with_token("POST", "/models/demo/production/predict").assert_error(403, "FORBIDDEN");
+}
+
+#[test]
+fn regional_hosts_address_their_environment_with_bare_paths() {
+    let w = World::new();
+    let host = |req: &mut http::Request<Bytes>, h: &str| req.headers_mut().insert("host", h.parse().unwrap());
+    for (path, upstream) in [
+        ("/predict", "/models/demo/environments/produs/predict"),
+        ("/sync/v1/models", "/models/demo/environments/produs/sync/v1/models"),
+    ] {
+        let mut req = w.request("POST", path, Some(KEY), Bytes::from_static(b"{}"));
+        host(&mut req, "model-demo-produs.gw.example");
+        assert_eq!(w.send(req).status, 200, "{path}");
+        assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), upstream);
+    }
+    let mut req = w.request("POST", "/async_predict", Some(KEY), Bytes::from(json!({"model_input": 1}).to_string()));
+    host(&mut req, "model-demo-produs.gw.example");
+    let id = w.send(req).json()["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.status(&id)["status"], "QUEUED");
+    assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), "/models/demo/environments/produs/async_predict");
+    let mut req = w.request("POST", "/run_remote", Some(KEY), Bytes::from_static(b"{}"));
+    host(&mut req, "chain-demo-chain.gw.example");
+    assert_eq!(w.send(req).status, 404, "a known id with a dash is that id, not an environment");
+    // A path-form target on a regional host is not a route, as on Baseten.
+    let mut req = w.request("POST", "/production/predict", Some(KEY), Bytes::from_static(b"{}"));
+    host(&mut req, "model-demo-produs.gw.example");
+    w.send(req).assert_error(404, "NOT_FOUND");
+}
+
+#[test]
+fn a_regional_upstream_gets_its_environments_host_and_bare_paths() {
+    let mut doc = config_doc();
+    doc["models"]["eu"] =
+        json!({"upstream": "https://upstream.test/regional/model-eu-{env}", "api_key_secret_name": "UPSTREAM_KEY"});
+    let w = World::with_config(doc);
+    assert_eq!(w.call("POST", "/models/eu/environments/fra/predict", json!(1)).status, 200);
+    assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), "/regional/model-eu-fra/predict");
+    assert_eq!(w.call("GET", "/models/eu/environments/fra/sync/health", Value::Null).status, 200);
+    assert_eq!(w.net.sent.borrow().last().unwrap().uri().path(), "/regional/model-eu-fra/sync/health");
+    // It serves its environments only: anything else is refused before a job exists.
+    let sent = w.net.sent.borrow().len();
+    let before = w.snapshot();
+    w.call("POST", "/models/eu/production/predict", json!(1)).assert_error(404, "NOT_FOUND");
+    w.call("POST", "/models/eu/production/async_predict", json!({"model_input": 1})).assert_error(404, "NOT_FOUND");
+    assert_eq!((w.net.sent.borrow().len(), w.snapshot()), (sent, before));
+}
+
+#[test]
 fn a_models_own_error_body_passes_through_unchanged() {
     let w = World::new();
     let a = w.call("POST", "/models/demo/production/predict", json!({"fail_status": 422}));

@@ -220,6 +220,9 @@ impl Net {
             return resp(401, json!({"error": "invalid api key"}));
         }
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if segs[0] == "regional" || segs.contains(&"sync") {
+            return sync_echo(req);
+        }
         let prefix = format!("/{}/{}", segs[0], segs[1]);
         if !matches!(prefix.as_str(), "/models/demo" | "/chains/demo-chain") {
             return resp(404, json!({"error": "model not found"}));
@@ -363,6 +366,24 @@ impl HttpClient for Net {
         }
         Ok(body)
     }
+}
+
+/// A model server's own route (or any route of a regional upstream): what it was asked, with
+/// the status `?status=N` asks for and the headers a server sets.
+fn sync_echo(req: &Request<Bytes>) -> Response<Bytes> {
+    let query = req.uri().query().unwrap_or_default();
+    let status = query.split('&').find_map(|kv| kv.strip_prefix("status=")).and_then(|s| s.parse().ok());
+    let mut r = resp(
+        status.unwrap_or(200),
+        json!({
+            "method": req.method().as_str(), "path": req.uri().path(), "query": req.uri().query(),
+            "body": String::from_utf8_lossy(req.body()), "accept": req.headers().get("accept").and_then(|v| v.to_str().ok()),
+        }),
+    );
+    r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+    r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+    r.headers_mut().insert("x-internal-trace", "do-not-forward".parse().unwrap());
+    r
 }
 
 /// One call's answer, as a client sees it.
