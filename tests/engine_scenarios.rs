@@ -186,6 +186,48 @@ fn a_regional_upstream_gets_its_environments_host_and_bare_paths() {
 }
 
 #[test]
+fn the_v1_front_door_routes_by_the_bodys_model_and_lists_what_a_key_may_use() {
+    let mut doc = config_doc();
+    doc["models"]["demo"]["openai_model"] = json!("demo-llm");
+    doc["models"]["apis"] = json!({
+        "upstream": "https://upstream.test/models/apis", "api_key_secret_name": "UPSTREAM_KEY",
+        "openai_model": "vendor/big-llm", "openai_base_url": "https://upstream.test/modelapis/v1",
+    });
+    let w = World::with_config(doc);
+    for (model, url) in [
+        ("demo-llm", "https://upstream.test/models/demo/production/sync/v1/chat/completions"),
+        ("vendor/big-llm", "https://upstream.test/modelapis/v1/chat/completions"),
+    ] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": true});
+        let a = w.call("POST", "/v1/chat/completions", body.clone());
+        assert_eq!(a.status, 200, "{model}");
+        let sent = w.net.sent.borrow().last().cloned().unwrap();
+        assert_eq!(sent.uri().to_string(), url);
+        assert_eq!(sent.headers()["authorization"], format!("Api-Key {UPSTREAM_KEY}"));
+        assert_eq!(serde_json::from_slice::<Value>(sent.body()).unwrap(), body, "the body as the caller sent it");
+    }
+    for path in ["/v1/completions", "/v1/embeddings"] {
+        assert_eq!(w.call("POST", path, json!({"model": "demo-llm", "input": "x"})).status, 200);
+        assert!(w.net.sent.borrow().last().unwrap().uri().path().ends_with(&path[3..]), "{path}");
+    }
+    let models = w.call("GET", "/v1/models", Value::Null).json();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!((models["object"].as_str(), ids), (Some("list"), vec!["vendor/big-llm", "demo-llm"]));
+    // The narrow key may use `demo`, but not the sync operation: refused, nothing sent.
+    let sent = w.net.sent.borrow().len();
+    let narrow = |method: &str, path: &str, body: Value| {
+        w.send(w.request(method, path, Some(NARROW_KEY), Bytes::from(body.to_string())))
+    };
+    narrow("GET", "/v1/models", Value::Null).assert_error(403, "FORBIDDEN");
+    narrow("POST", "/v1/chat/completions", json!({"model": "demo-llm", "messages": []})).assert_error(403, "FORBIDDEN");
+    w.call("POST", "/v1/chat/completions", json!({"model": "nope", "messages": []}))
+        .assert_error(404, "MODEL_DOES_NOT_EXIST");
+    w.call("POST", "/v1/chat/completions", json!({"messages": []})).assert_error(400, "INVALID_ARGUMENT");
+    w.call("POST", "/v1/audio/speech", json!({"model": "demo-llm"})).assert_error(404, "NOT_FOUND");
+    assert_eq!(w.net.sent.borrow().len(), sent);
+}
+
+#[test]
 fn a_models_own_error_body_passes_through_unchanged() {
     let w = World::new();
     let a = w.call("POST", "/models/demo/production/predict", json!({"fail_status": 422}));

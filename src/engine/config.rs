@@ -613,6 +613,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn openai_names_and_regional_upstreams_are_checked() {
+        let with = |model: serde_json::Value| {
+            let mut d = doc();
+            d["models"]["demo"] = model;
+            d
+        };
+        let up = |extra: serde_json::Value| {
+            let mut m =
+                serde_json::json!({"upstream": "https://model-abc.api.baseten.co", "api_key_secret_name": "UP"});
+            m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            m
+        };
+        let c = Config::parse(&with(up(serde_json::json!({"openai_model": "llm"}))).to_string(), &secrets).unwrap();
+        let openai = c.models["demo"].openai.as_ref().unwrap();
+        assert_eq!(openai.base_url.as_str(), "https://model-abc.api.baseten.co/production/sync/v1");
+        assert_eq!(
+            error_field(with(up(serde_json::json!({"openai_base_url": "https://x.example/v1"})))),
+            "models.demo.openai_model"
+        );
+        let regional = serde_json::json!({"upstream": "https://model-abc-{env}.api.baseten.co", "api_key_secret_name": "UP", "openai_model": "llm"});
+        assert_eq!(error_field(with(regional)), "models.demo.openai_base_url");
+        let regional =
+            serde_json::json!({"upstream": "https://model-abc-{env}.api.baseten.co", "api_key_secret_name": "UP"});
+        let c = Config::parse(&with(regional).to_string(), &secrets).unwrap();
+        let url = c.models["demo"].url(&Target::Environment("eu".into()), "predict", true).unwrap();
+        assert_eq!(url, "https://model-abc-eu.api.baseten.co/predict");
+        assert!(c.models["demo"].url(&Target::Production, "predict", true).is_err());
+    }
+
     /// A secret pasted where its name belongs, or where any other value belongs, must not be
     /// published by the unauthenticated error every caller then gets; the field is named.
     #[test]

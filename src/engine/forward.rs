@@ -40,6 +40,15 @@ const PASSED_ON: [&str; 7] = [
     "if-modified-since",
     "cache-control",
 ];
+/// What becomes of an upstream's error answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Errors {
+    /// A platform error (not marked as the model's own) gains `code` and `message`.
+    Platform,
+    /// Every answer passes as the server sent it.
+    Unchanged,
+}
+
 /// Small JSON answers from the upstream (status records, queue counts, cancel answers).
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
@@ -97,6 +106,22 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, &path, true)?;
+        // A `sync/` route's answers all pass unchanged: its server (an OpenAI-compatible one,
+        // say) has its own error format, which its clients read.
+        let errors = if matches!(route, Route::Sync { .. }) { Errors::Unchanged } else { Errors::Platform };
+        self.relay(upstream, method, url, request, errors).await
+    }
+
+    /// Sends the caller's request on to `url` with the upstream's key and the headers that
+    /// matter, and answers with the upstream's status, headers that matter and body, streamed.
+    pub(crate) async fn relay(
+        &self,
+        upstream: &Upstream,
+        method: Method,
+        url: String,
+        request: Request<H::Stream>,
+        errors: Errors,
+    ) -> Result<Outcome<H::Body>, Error> {
         let (parts, body) = request.into_parts();
         let mut outbound = upstream_request(upstream, method, url, body);
         for name in PASSED_ON {
@@ -108,11 +133,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let (up, body) = answer.into_parts();
         // A model's own error (Truss marks it `X-BASETEN-ERROR-SOURCE: 04`) passes through
         // unchanged, as on Baseten; any other non-2xx of predict is the platform's, and gets
-        // the gateway's error fields. A `sync/` route's answers all pass unchanged: its server
-        // (an OpenAI-compatible one, say) has its own error format, which its clients read.
-        let unchanged =
-            up.headers.get("x-baseten-error-source").is_some_and(|v| v == "04") || matches!(route, Route::Sync { .. });
-        let body = if up.status.is_success() || unchanged {
+        // the gateway's error fields.
+        let from_model = up.headers.get("x-baseten-error-source").is_some_and(|v| v == "04");
+        let body = if up.status.is_success() || from_model || errors == Errors::Unchanged {
             Body::Upstream(body)
         } else {
             let bytes = self.http.read(body, SMALL_BODY_LIMIT).await.map_err(Error::from)?;

@@ -29,6 +29,7 @@ mod delivery;
 mod forward;
 mod inbox;
 mod jobs;
+mod openai;
 mod output;
 mod reconcile;
 mod sweep;
@@ -39,7 +40,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 pub use clock::Timestamp;
 pub use config::Config;
 pub use error::Error;
-pub use route::{Operation, Route, Subject, Target};
+pub use route::{OpenAiEndpoint, Operation, Route, Subject, Target};
 pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
 pub use sweep::sweep_lease_key;
 pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
@@ -209,6 +210,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                 };
             }
             Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, key()),
+            Ok(Route::OpenAi { .. }) => (MAX_REQUEST_BODY, key()),
             Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, key()),
             Ok(Route::WebhookInbox { request_id, token }) => {
                 let refused = inbox::check_inbox_url(self.config, &request_id, token.as_deref()).err().or_else(|| {
@@ -296,6 +298,11 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     Route::Predict { ref subject, .. } | Route::Sync { ref subject, .. } => {
                         auth::authorize(key, op, subject, origin)?;
                         self.pass(&route, request.map(H::stream_of)).await
+                    }
+                    Route::OpenAi { endpoint } => {
+                        auth::authorize_operation(key, op, origin)?;
+                        let origin = origin.map(str::to_owned);
+                        self.openai(key, origin.as_deref(), endpoint, request).await
                     }
                     Route::QueueStatus { subject, target } => {
                         auth::authorize(key, op, &subject, origin)?;

@@ -95,6 +95,15 @@ pub enum Operation {
     MintToken,
 }
 
+/// What the gateway's `/v1` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiEndpoint {
+    /// `GET /v1/models`: the models the caller may use.
+    Models,
+    /// `POST /v1/{path}`, passed to the model the body's `model` names.
+    Post(&'static str),
+}
+
 /// Every request the gateway understands, parsed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -121,6 +130,11 @@ pub enum Route {
         subject: Subject,
         target: Target,
         path: String,
+    },
+    /// The gateway's own OpenAI-compatible API: `POST /v1/chat/completions`, `/v1/completions`,
+    /// `/v1/embeddings` (routed by the body's `model`) and `GET /v1/models`.
+    OpenAi {
+        endpoint: OpenAiEndpoint,
     },
     /// `GET /async_request/{id}`; `subject` is `None` on the bare gateway path.
     Status {
@@ -151,7 +165,7 @@ impl Route {
     pub fn operation(&self) -> Option<Operation> {
         match self {
             Self::Predict { .. } => Some(Operation::Predict),
-            Self::Sync { .. } => Some(Operation::Sync),
+            Self::Sync { .. } | Self::OpenAi { .. } => Some(Operation::Sync),
             Self::AsyncPredict { .. } => Some(Operation::AsyncPredict),
             Self::QueueStatus { .. } => Some(Operation::QueueStatus),
             Self::Wake { .. } => Some(Operation::Wake),
@@ -200,6 +214,20 @@ impl Route {
                 ["_sweep"] => {
                     require(method, &Method::POST, "POST, OPTIONS")?;
                     return Ok(Self::Sweep);
+                }
+                ["v1", "models"] => {
+                    require(method, &Method::GET, "GET, OPTIONS")?;
+                    return Ok(Self::OpenAi { endpoint: OpenAiEndpoint::Models });
+                }
+                ["v1", rest @ ..] => {
+                    let path = match rest {
+                        ["chat", "completions"] => "chat/completions",
+                        ["completions"] => "completions",
+                        ["embeddings"] => "embeddings",
+                        _ => return Err(not_found()),
+                    };
+                    require(method, &Method::POST, "POST, OPTIONS")?;
+                    return Ok(Self::OpenAi { endpoint: OpenAiEndpoint::Post(path) });
                 }
                 ["webhooks", "baseten", request_id, token @ ..] if token.len() <= 1 => {
                     require(method, &Method::POST, "POST")?;

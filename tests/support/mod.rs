@@ -220,7 +220,7 @@ impl Net {
             return resp(401, json!({"error": "invalid api key"}));
         }
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        if segs[0] == "regional" || segs.contains(&"sync") {
+        if matches!(segs[0], "regional" | "modelapis") || segs.contains(&"sync") {
             return sync_echo(req);
         }
         let prefix = format!("/{}/{}", segs[0], segs[1]);
