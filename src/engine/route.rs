@@ -202,8 +202,10 @@ impl Route {
 
         // Host form first (`model-{id}.gateway.example`), then path form (`/models/{id}/...`).
         let (subject, rest) = match host.and_then(|h| subject_from_host(h, known)) {
-            Some((subject, Some(env))) => return Self::regional(method, subject, env, &segments, not_found),
-            Some((subject, None)) => (Some(subject), &segments[..]),
+            Some((subject, Some(env))) if segments.first() != Some(&"async_request") => {
+                return Self::regional(method, subject, env, &segments, not_found)
+            }
+            Some((subject, _)) => (Some(subject), &segments[..]),
             None => match segments.as_slice() {
                 ["models", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Model(valid_id(id)?)), rest),
                 ["chains", id, rest @ ..] if !rest.is_empty() => (Some(Subject::Chain(valid_id(id)?)), rest),
@@ -268,7 +270,7 @@ impl Route {
 
     /// A regional environment's host (`model-{id}-{env}.<host>`): the target is the host's
     /// environment, and paths are bare (`/predict`, `/sync/...`); a path-form target there is
-    /// not a route, as on Baseten.
+    /// not a route, as on Baseten. (`/async_request/{id}` is as on the model's own host.)
     fn regional(
         method: &Method,
         subject: Subject,
@@ -276,10 +278,7 @@ impl Route {
         segments: &[&str],
         not_found: impl Fn() -> Error,
     ) -> Result<Self, Error> {
-        match segments {
-            ["async_request", ..] => Err(not_found()),
-            rest => Self::endpoint(method, subject, Target::Environment(env), rest, not_found),
-        }
+        Self::endpoint(method, subject, Target::Environment(env), segments, not_found)
     }
 
     /// What follows the target: one endpoint, or `sync/{path}`.

@@ -40,6 +40,42 @@ pub trait Gateway: Send + Sync {
     fn restart_hard(&self) -> BoxFut<'_, Result<(), String>>;
     /// Stops the gateway and everything it started. Idempotent.
     fn stop(&self);
+    /// The process group the gateway runs in (its runtime and helpers), while it runs.
+    fn process_group(&self) -> Option<u32>;
+}
+
+/// The resident memory of a process group: `(now, peak since the last reset)` in KiB, summed
+/// over its processes (`VmRSS`, `VmHWM` in `/proc/{pid}/status`).
+pub fn group_memory_kib(group: u32) -> (u64, u64) {
+    let (mut now, mut peak) = (0, 0);
+    for pid in group_pids(group) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        };
+        now += field("VmRSS:").unwrap_or(0);
+        peak += field("VmHWM:").unwrap_or(0);
+    }
+    (now, peak)
+}
+
+/// Resets the peak resident memory (`VmHWM`) of every process in the group to what it uses
+/// now (`echo 5 > /proc/{pid}/clear_refs`); whether every process allowed it.
+pub fn reset_group_peak_memory(group: u32) -> bool {
+    group_pids(group).iter().all(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+}
+
+fn group_pids(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `/proc/{pid}/stat`: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_comm.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(group)
+        })
+        .collect()
 }
 
 /// What a packaging needs to start its gateway.
@@ -214,7 +250,11 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
              "operations": ["predict", "status"], "origins": [BROWSER_ORIGIN]}
         ],
         "models": {
-            "demo": upstream("/models/demo"),
+            "demo": {"upstream": format!("{upstream_url}/models/demo"), "api_key_secret_name": "UPSTREAM_API_KEY",
+                     "price_per_second": 0.001, "openai_model": "demo-llm"},
+            // A regional upstream: the local upstream's `/_host/{label}` is `Host: {label}.local`.
+            "regional": {"upstream": format!("{upstream_url}/_host/model-demo-{{env}}"),
+                         "api_key_secret_name": "UPSTREAM_API_KEY"},
             "broken": {"upstream": format!("http://127.0.0.1:{closed_port}/models/demo"),
                        "api_key_secret_name": "UPSTREAM_API_KEY"}
         },

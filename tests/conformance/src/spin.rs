@@ -129,6 +129,11 @@ impl SpinHost {
         Ok(())
     }
 
+    /// The process group of `spin up` and its trigger (the group leader's pid).
+    pub fn process_group(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
     /// SIGKILL to the whole process group, then reap: no graceful shutdown.
     pub fn kill(&self) {
         if let Some(child) = self.child.lock().unwrap().take() {
@@ -218,5 +223,9 @@ impl Gateway for SpinGateway {
     fn stop(&self) {
         drop(self.sweeper.lock().unwrap().take());
         self.host.kill();
+    }
+
+    fn process_group(&self) -> Option<u32> {
+        self.host.process_group()
     }
 }

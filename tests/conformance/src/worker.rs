@@ -170,6 +170,10 @@ impl Gateway for WorkerGateway {
     fn stop(&self) {
         self.kill();
     }
+
+    fn process_group(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(std::process::Child::id)
+    }
 }
 
 impl Drop for WorkerGateway {

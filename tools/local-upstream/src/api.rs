@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 
 use crate::queue::{RetryConfig, Shared, Submission};
 use crate::route::{self, Endpoint, Kind, Owner, Route};
-use crate::{demo, new_id};
+use crate::stream::{Hooks, Script};
+use crate::{demo, new_id, openai};
 
 /// Body limit of async submissions (Baseten's).
 const ASYNC_BODY_LIMIT: usize = 256 * 1024;
@@ -117,7 +118,7 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
         Route::Target { owner, target, endpoint } => {
             let deployment_id = owner.deployment_id(&target);
             match (endpoint, method) {
-                (Endpoint::Predict, Method::POST) => predict(req).await,
+                (Endpoint::Predict, Method::POST) => predict(&app, req).await,
                 (Endpoint::AsyncPredict, Method::POST) => async_predict(&app, owner, deployment_id, req).await,
                 (Endpoint::QueueStatus, Method::GET) => {
                     let (queued, in_progress) = app.queue_counts(&deployment_id);
@@ -129,6 +130,7 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
                     Json(Value::Object(body)).into_response()
                 }
                 (Endpoint::Wake, Method::POST) => StatusCode::ACCEPTED.into_response(),
+                (Endpoint::Sync(path), _) => openai::handle(&app, &owner.id, &path, req).await,
                 (Endpoint::QueueStatus, _) => method_not_allowed("GET"),
                 _ => method_not_allowed("POST"),
             }
@@ -159,7 +161,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 /// Sync `predict` / `run_remote`: runs the demo model now.
-async fn predict(req: Request) -> Response {
+async fn predict(app: &Shared, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, SYNC_BODY_LIMIT).await {
         Ok(bytes) => bytes,
@@ -169,8 +171,15 @@ async fn predict(req: Request) -> Response {
         Ok(v) => v,
         Err(e) => return bad_request(format!("request body is not valid JSON: {e}")),
     };
+    let streaming = match streaming_predict(&input) {
+        Ok(streaming) => streaming,
+        Err(message) => return bad_request(message),
+    };
     let (status, body, failure) = match demo::run(&input).await {
-        Ok(output) => (StatusCode::OK, output, None),
+        Ok(output) => match streaming {
+            Some((chunks, hooks)) => return with_request_id(stream_chunks(app, chunks, hooks)),
+            None => (StatusCode::OK, output, None),
+        },
         Err(f) => {
             (StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), f.body.clone(), Some(f))
         }
@@ -186,9 +195,40 @@ async fn predict(req: Request) -> Response {
         }
         _ => {}
     }
+    with_request_id(resp)
+}
+
+fn with_request_id(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert("x-baseten-request-id", HeaderValue::from_str(&new_id()).expect("hex is a valid header value"));
     resp
+}
+
+/// Most lines a streaming predict sends.
+const MAX_STREAM_CHUNKS: u64 = 1_000_000;
+
+/// A Truss-style streaming predict (`"stream": true`): how many lines
+/// (`"chunks"`, default 5) and the test hooks. `None` for a plain predict.
+fn streaming_predict(input: &Value) -> Result<Option<(u64, Hooks)>, String> {
+    let Some(input) = input.as_object().filter(|i| i.get("stream") == Some(&Value::Bool(true))) else {
+        return Ok(None);
+    };
+    let chunks = match input.get("chunks") {
+        None | Some(Value::Null) => 5,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= MAX_STREAM_CHUNKS)
+            .ok_or_else(|| format!("chunks must be an integer between 0 and {MAX_STREAM_CHUNKS}, got {v}"))?,
+    };
+    let hooks = Hooks::parse(input).map_err(|e| e.message)?;
+    Ok(Some((chunks, hooks)))
+}
+
+/// A chunked `text/plain` body of lines `chunk {i}\n`, `i` from 0, one token each.
+fn stream_chunks(app: &Shared, chunks: u64, hooks: Hooks) -> Response {
+    let tokens = (0..chunks).map(|i| Bytes::from(format!("chunk {i}\n"))).collect();
+    let body = app.streams.body(Script { tokens, ..Script::default() }, hooks);
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
 /// `async_predict` / `async_run_remote`: validates and queues.

@@ -50,6 +50,9 @@ pub struct Args {
     /// Real ms per second of `max_time_in_queue_seconds` (time scale for expiry tests) [default: 1000].
     #[arg(long)]
     pub queue_second_ms: Option<u64>,
+    /// Pause before each token of a streamed answer, in ms (e.g. 20 to watch streams in dev) [default: 0].
+    #[arg(long)]
+    pub token_interval_ms: Option<u64>,
     /// Do not log requests and webhook attempts to stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -71,6 +74,7 @@ pub struct FileConfig {
     pub webhook_timeout_ms: Option<u64>,
     pub webhook_retry_gap_ms: Option<u64>,
     pub queue_second_ms: Option<u64>,
+    pub token_interval_ms: Option<u64>,
     pub quiet: Option<bool>,
 }
 
@@ -110,6 +114,7 @@ impl Args {
             webhook_retry_gap: ms(self.webhook_retry_gap_ms, file.webhook_retry_gap_ms, d.webhook_retry_gap),
             queue_second: ms(self.queue_second_ms, file.queue_second_ms, d.queue_second),
             log_requests: !(self.quiet || file.quiet.unwrap_or(false)),
+            token_interval: ms(self.token_interval_ms, file.token_interval_ms, d.token_interval),
         };
         (addr, config)
     }
@@ -130,6 +135,7 @@ mod tests {
         assert_eq!(c.concurrency, 1);
         assert_eq!(c.webhook_timeout, Duration::from_secs(10));
         assert_eq!(c.webhook_retry_gap, Duration::from_secs(1));
+        assert_eq!(c.token_interval, Duration::ZERO);
         assert!(c.log_requests);
     }
 
@@ -137,7 +143,7 @@ mod tests {
     fn flags_win_over_file() {
         let file: FileConfig = serde_json::from_str(
             r#"{"addr":"127.0.0.1:0","api_key":"file","webhook_secret":["f1","f2"],
-                "model":["m1"],"concurrency":4,"quiet":true}"#,
+                "model":["m1"],"concurrency":4,"token_interval_ms":7,"quiet":true}"#,
         )
         .expect("valid file");
         let args = Args::parse_from([
@@ -150,6 +156,8 @@ mod tests {
             "b",
             "--webhook-retry-gap-ms",
             "5",
+            "--token-interval-ms",
+            "20",
         ]);
         let (addr, c) = args.merge(file);
         assert_eq!(addr.port(), 0);
@@ -158,6 +166,7 @@ mod tests {
         assert_eq!(c.models, ["a", "b"]);
         assert_eq!(c.concurrency, 4);
         assert_eq!(c.webhook_retry_gap, Duration::from_millis(5));
+        assert_eq!(c.token_interval, Duration::from_millis(20));
         assert!(!c.log_requests);
     }
 

@@ -2,7 +2,9 @@
 //!
 //! It serves sync `predict` / `run_remote`, the async queue (`async_predict`,
 //! `async_run_remote`, status, cancel, queue status), `wake`, and delivers
-//! signed webhooks, all against a built-in demo model (see [`demo`]).
+//! signed webhooks, all against a built-in demo model (see [`demo`]). Behind
+//! every model's sync passthrough (`.../sync/{path}`) runs an OpenAI-compatible
+//! demo server (see [`openai`]).
 //!
 //! Start it in-process with [`start`]; the returned [`ServerHandle`] knows the
 //! bound address and shuts the server down.
@@ -18,8 +20,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 mod api;
 pub mod config;
 pub mod demo;
+pub mod openai;
 mod queue;
 pub mod route;
+mod stream;
 pub mod webhook;
 
 /// Runtime configuration of the server (everything except the listen address).
@@ -45,6 +49,9 @@ pub struct Config {
     pub queue_second: Duration,
     /// Print one line per HTTP request (and per webhook attempt) to stderr.
     pub log_requests: bool,
+    /// Pause before each token of a streamed answer (OpenAI `stream: true`,
+    /// streaming `predict`); zero by default.
+    pub token_interval: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +66,7 @@ impl Default for Config {
             webhook_retry_gap: Duration::from_secs(1),
             queue_second: Duration::from_secs(1),
             log_requests: true,
+            token_interval: Duration::ZERO,
         }
     }
 }
@@ -94,6 +102,19 @@ impl ServerHandle {
     /// The webhook endpoints of every async request accepted since the server started.
     pub fn webhook_endpoints(&self) -> Vec<String> {
         self.shared.webhook_endpoints()
+    }
+
+    /// Opens the hold gate `name`: streams held by a request's `"hold": "<name>"`
+    /// go on, and later holds on that name do not wait (a release before the
+    /// hold counts). Names are never closed again; use a fresh one per test.
+    pub fn release(&self, name: &str) {
+        self.shared.streams.release(name);
+    }
+
+    /// How many streams are waiting at the hold gate `name` right now (they
+    /// have sent their first token and wait for [`ServerHandle::release`]).
+    pub fn held(&self, name: &str) -> usize {
+        self.shared.streams.held(name)
     }
 
     /// Stops accepting connections, waits for in-flight HTTP requests to

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::route::Owner;
+use crate::stream::Streams;
 use crate::webhook::Deliverer;
 use crate::{demo, new_id, rfc3339, Config};
 
@@ -151,6 +152,8 @@ pub(crate) struct CancelOutcome {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
+    /// Token pacing and hold gates of streamed answers.
+    pub streams: Streams,
     state: Mutex<State>,
     deliverer: Deliverer,
     token: CancellationToken,
@@ -168,7 +171,8 @@ impl Shared {
             retry_gap: config.webhook_retry_gap,
             log: config.log_requests,
         };
-        Ok(Self { config, state: Mutex::default(), deliverer, token })
+        let streams = Streams::new(config.token_interval, token.clone());
+        Ok(Self { config, streams, state: Mutex::default(), deliverer, token })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -7,4 +7,5 @@ mod support;
 mod api;
 mod binary;
 mod queue;
+mod sync;
 mod webhooks;

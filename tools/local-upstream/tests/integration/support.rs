@@ -29,12 +29,12 @@ pub fn config() -> Config {
 pub struct Upstream {
     pub url: String,
     pub client: reqwest::Client,
-    _handle: ServerHandle,
+    pub handle: ServerHandle,
 }
 
 pub async fn start(config: Config) -> Upstream {
     let handle = local_upstream::start("127.0.0.1:0", config).await.unwrap();
-    Upstream { url: handle.url(), client: reqwest::Client::new(), _handle: handle }
+    Upstream { url: handle.url(), client: reqwest::Client::new(), handle }
 }
 
 impl Upstream {
