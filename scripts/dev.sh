@@ -31,7 +31,7 @@ done
 
 # Play the backend: mint a browser token for the demo page with the server key.
 token=$(curl -fs -H 'Authorization: Bearer dev-key' -d '{"models": ["demo"], "chains": ["demo-chain"],
-  "operations": ["predict", "async_predict", "status", "cancel", "wake"],
+  "operations": ["predict", "async_predict", "status", "cancel", "wake", "sync"],
   "origins": ["http://127.0.0.1:'"$GATEWAY_PORT"'"], "ttl_seconds": 3600}' \
   "http://127.0.0.1:$GATEWAY_PORT/browser_tokens" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token))') \
   || token="<could not mint a token: is the gateway up? see its output above>"

@@ -96,10 +96,11 @@ impl Timer for WorkerTimer {
 #[derive(Debug)]
 struct FetchClient;
 
-/// A caller's body passed on to the upstream as it arrives (sync routes), or bytes in hand.
+/// A caller's body passed on to the upstream as it arrives (sync routes): the runtime's own
+/// stream, or none; or bytes in hand.
 enum WorkerStream {
     Bytes(Bytes),
-    Caller { body: worker::Body, limit: usize },
+    Caller { body: Option<worker::web_sys::ReadableStream>, limit: usize },
 }
 
 impl FetchClient {
@@ -160,7 +161,21 @@ impl HttpClient for FetchClient {
         let (parts, body) = request.into_parts();
         let (body, limit) = match body {
             WorkerStream::Bytes(bytes) => return Self::fetch(&parts, bytes_body(&bytes), SYNC_TIMEOUT_MS).await,
-            WorkerStream::Caller { body, limit } => (body, limit),
+            // GET and HEAD carry no body (a fetch with one is a TypeError).
+            WorkerStream::Caller { body: None, .. } => return Self::fetch(&parts, None, SYNC_TIMEOUT_MS).await,
+            WorkerStream::Caller { .. } if matches!(parts.method, http::Method::GET | http::Method::HEAD) => {
+                return Self::fetch(&parts, None, SYNC_TIMEOUT_MS).await;
+            }
+            // A length the admission checked: workerd holds the body to it, so the runtime's
+            // stream goes on as it is, natively piped (never through this module or a JS
+            // reader, whose chunks V8 collects late: +100 MB of heap for a 50 MB body), and
+            // keeps its `Content-Length`.
+            WorkerStream::Caller { body: Some(body), .. }
+                if parts.headers.contains_key(http::header::CONTENT_LENGTH) =>
+            {
+                return Self::fetch(&parts, Some(body.into()), SYNC_TIMEOUT_MS).await;
+            }
+            WorkerStream::Caller { body: Some(body), limit } => (worker::Body::new(body), limit),
         };
         // The caller's chunks, counted as they pass: past the limit the stream fails, and with
         // it the fetch.
@@ -196,33 +211,61 @@ impl HttpClient for FetchClient {
     }
 }
 
+/// The request's head, read from the runtime's request without touching its body.
+fn request_head(raw: &worker::web_sys::Request) -> Result<Request<()>, Error> {
+    let mut head = Request::builder()
+        .method(raw.method().as_str())
+        .uri(raw.url())
+        .body(())
+        .map_err(|e| Error::MalformedJson { message: format!("the request line could not be read: {e}") })?;
+    *head.headers_mut() = http::HeaderMap::from(worker::Headers(raw.headers()));
+    Ok(head)
+}
+
 #[event(fetch)]
-async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<Response<ResponseBody>> {
+async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker::Result<Response<ResponseBody>> {
     let config = match load_config(&env) {
         Ok(c) => c,
         Err(e) => return Ok(error_response(&e)),
     };
     let entropy = entropy();
     let engine = Engine::new(&config, &NoStore, &FetchClient);
+    let head = match request_head(&raw) {
+        Ok(head) => head,
+        Err(e) => return Ok(error_response(&e)),
+    };
     // Credentials and announced size first: a refused request reads no body, touches no object.
-    let refuse = |request: &HttpRequest, e: &Error| into_response(engine.refusal(request, e, now()).map(Body::Full));
-    let body_limit = match engine.admit(&request, now()) {
-        Admission::Refuse(e) => return Ok(refuse(&request, &e)),
+    let refuse = |e: &Error| into_response(engine.refusal(&head, e, now()).map(Body::Full));
+    let body_limit = match engine.admit(&head, now()) {
+        Admission::Refuse(e) => {
+            // Unread and unwanted: canceled, so workerd answers now instead of waiting for it.
+            if let Some(body) = raw.body() {
+                let _ = body.cancel();
+            }
+            return Ok(refuse(&e));
+        }
         Admission::Stream { body_limit } => {
-            // A sync route: the body streams to the upstream and the answer back, unread.
-            let (parts, body) = request.into_parts();
-            let request = Request::from_parts(parts, WorkerStream::Caller { body, limit: body_limit });
-            return Ok(into_response(engine.handle_stream(request, Ctx::new(now(), entropy)).await.response));
+            // A sync route: the runtime's own body stream goes to the upstream and the answer
+            // back, neither read here.
+            let request = head.clone().map(|()| WorkerStream::Caller { body: raw.body(), limit: body_limit });
+            let outcome = engine.handle_stream(request, Ctx::new(now(), entropy)).await;
+            // A body refused before it went upstream is canceled (see above).
+            if let Some(body) = raw.body().filter(|b| !b.locked()) {
+                let _ = body.cancel();
+            }
+            return Ok(into_response(outcome.response));
         }
         Admission::Read { body_limit } => body_limit,
     };
-    let placement = engine.placement(&request, now(), entropy);
-    let (parts, body) = request.into_parts();
-    let head = HttpRequest::from_parts(parts.clone(), worker::Body::empty());
-    let request = match read_request(HttpRequest::from_parts(parts, body), body_limit).await {
-        Ok(r) => r,
-        Err(e) => return Ok(refuse(&head, &e)),
+    let request = match worker::request_from_wasm(raw) {
+        Ok(request) => read_request(request, body_limit).await,
+        Err(e) => Err(Error::MalformedJson { message: format!("the request could not be read: {e}") }),
     };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return Ok(refuse(&e)),
+    };
+    let placement = engine.placement(&request, now(), entropy);
     match placement {
         Placement::Stateless => {
             let outcome = engine.handle(request, Ctx::new(now(), entropy)).await;
@@ -231,14 +274,14 @@ async fn fetch(request: HttpRequest, env: Env, _ctx: Context) -> worker::Result<
         Placement::Job(request_id) => {
             // A forged delivery is refused here, before the job's object is touched.
             if let Err(e) = engine.verify_inbox_if_inbox(&request) {
-                return Ok(refuse(&head, &e));
+                return Ok(refuse(&e));
             }
             match forward(&env, &request_id, request, entropy).await {
                 Ok(response) => Ok(response),
                 Err(e) => {
                     // Still the gateway's JSON, with CORS: the caller may retry.
                     worker::console_error!("job object {request_id}: {e}");
-                    Ok(refuse(&head, &Error::Store(StoreError::new("the job's object could not be reached"))))
+                    Ok(refuse(&Error::Store(StoreError::new("the job's object could not be reached"))))
                 }
             }
         }

@@ -1,14 +1,17 @@
 // Drives the demo page in headless Chromium as a person would, then proves a page on an
 // origin the token does not allow is refused by the browser's own CORS check.
-// Usage: node tests/browser/demo.mjs <gateway-url> <browser-token> <cross-origin-page-url> <artifact-dir>
+// Usage: node tests/browser/demo.mjs <gateway-url> <browser-token> <cross-origin-page-url> <artifact-dir> <release-url>
+// (<release-url><gate>, POSTed, releases the test upstream's stream held at that gate and says
+// how many streams it held there.)
 // Exits non-zero (with the reason) on the first failed expectation.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import assert from "node:assert/strict";
 
-const [gateway, token, crossOriginPage, artifacts] = process.argv.slice(2);
-assert.ok(gateway && token && crossOriginPage && artifacts, "usage: demo.mjs <gateway> <token> <cross-origin-page> <artifact-dir>");
+const [gateway, token, crossOriginPage, artifacts, release] = process.argv.slice(2);
+assert.ok(gateway && token && crossOriginPage && artifacts && release,
+  "usage: demo.mjs <gateway> <token> <cross-origin-page> <artifact-dir> <release-url>");
 mkdirSync(artifacts, { recursive: true });
 
 const browser = await chromium.launch({
@@ -32,6 +35,20 @@ try {
   await page.click("#predict");
   await page.waitForFunction(() => document.getElementById("predict-output").textContent.includes("browser"));
   assert.deepEqual(JSON.parse(await page.textContent("#predict-output")), { hello: "browser" });
+
+  // Chat: the upstream holds the answer after its first token until released; the page must
+  // show that token while the rest is still held, then the whole answer.
+  const gate = `chat-${Date.now()}`;
+  await page.fill("#chat-input", "hello streaming world");
+  await page.fill("#chat-extra", JSON.stringify({ hold: gate }));
+  await page.click("#chat-send");
+  await page.waitForFunction(() => document.getElementById("chat-output").textContent === "echo: ");
+  assert.equal(await page.textContent("#chat-status"), "streaming…");
+  const { held } = await (await fetch(`${release}${gate}`, { method: "POST" })).json();
+  assert.equal(held, 1, "the first token rendered while the upstream held the rest");
+  await page.waitForFunction(() => document.getElementById("chat-status").textContent === "done");
+  assert.equal(await page.textContent("#chat-output"), "echo: hello streaming world");
+  console.log("chat panel: first token rendered before the upstream sent the rest: ok");
 
   // Async: a slow job runs; a second one waits behind it and is canceled while queued.
   await page.fill("#input", JSON.stringify({ sleep_ms: 2500, job: "slow" }));

@@ -57,6 +57,47 @@ $("submit").addEventListener("click", async () => {
   } catch (e) { $("error").textContent ||= `submit: ${e.message}`; }
 });
 
+// The chat panel: `stream: true`, and the Server-Sent Events read as they arrive, each
+// `data:` event's delta appended at once (no waiting for the end of the answer).
+$("chat-send").addEventListener("click", async () => {
+  $("error").textContent = "";
+  $("chat-output").textContent = "";
+  $("chat-status").textContent = "streaming…";
+  try {
+    const body = { model, stream: true, messages: [{ role: "user", content: $("chat-input").value }],
+      ...JSON.parse($("chat-extra").value || "{}") };
+    const response = await fetch(`${base}/sync/v1/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const text = await response.text();
+      let json = null;
+      try { json = JSON.parse(text); } catch { /* not JSON */ }
+      $("chat-status").textContent = "failed";
+      return showError("chat", { status: response.status, json, text });
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pending += value;
+      const events = pending.split("\n\n");
+      pending = events.pop();
+      for (const event of events) {
+        const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (!data) continue;
+        if (data === "[DONE]") { $("chat-status").textContent = "done"; continue; }
+        const delta = JSON.parse(data).choices?.[0]?.delta?.content;
+        if (delta) $("chat-output").textContent += delta;
+      }
+    }
+    if ($("chat-status").textContent !== "done") $("chat-status").textContent = "ended early";
+  } catch (e) { $("chat-status").textContent = "failed"; $("error").textContent ||= `chat: ${e.message}`; }
+});
+
 function addJob(id) {
   const row = document.createElement("tr");
   row.id = `job-${id}`;

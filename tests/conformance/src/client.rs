@@ -106,6 +106,38 @@ impl Api {
         body: Body,
     ) -> Answer {
         let url = format!("{}{path}", self.base);
+        let response = self.request(method, path, key, headers, body).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{method} {url}: no answer: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: body: {e}")).to_vec();
+        Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body }
+    }
+
+    /// Sends one request like [`Api::send`] and returns once the head has arrived; the body is
+    /// read as it comes with [`Streamed`].
+    pub async fn open(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Streamed {
+        let response = self.request(method, path, key, headers, body).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        Streamed { what: format!("{method} {path}"), response, received: Vec::new() }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}{path}", self.base);
         let m = Method::from_bytes(method.as_bytes()).expect("a valid method");
         let mut req = self.http.request(m, &url);
         if let Some(key) = key {
@@ -114,16 +146,11 @@ impl Api {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        req = match body {
+        match body {
             Body::None => req,
             Body::Json(v) => req.header("content-type", "application/json").body(v.to_string()),
             Body::Raw(bytes) => req.header("content-type", "application/json").body(bytes),
-        };
-        let response = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: no answer: {e}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: body: {e}")).to_vec();
-        Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body }
+        }
     }
 
     /// POST JSON with the full-scope key.
@@ -162,6 +189,74 @@ impl Api {
             }
         })
         .await
+    }
+}
+
+/// An answer whose body is read as it arrives.
+#[derive(Debug)]
+pub struct Streamed {
+    what: String,
+    response: reqwest::Response,
+    /// Everything read so far.
+    pub received: Vec<u8>,
+}
+
+/// How a streamed body ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The body was complete (for chunked bodies: the terminating chunk arrived).
+    Complete,
+    /// The connection broke off mid-body; the error as the client saw it.
+    Broken(String),
+}
+
+impl Streamed {
+    pub fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+
+    /// Reads until what was received contains `needle`; panics if the body ends first or
+    /// nothing completes it within `deadline` (a bound, not a timing assertion).
+    pub async fn read_until(&mut self, needle: &str, deadline: Duration) {
+        let read = async {
+            while !self.text().contains(needle) {
+                match self.response.chunk().await {
+                    Ok(Some(chunk)) => self.received.extend_from_slice(&chunk),
+                    Ok(None) => return Err("the body ended".to_owned()),
+                    Err(e) => return Err(format!("the body broke off: {e}")),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => panic!("{}: {why} before {needle:?} arrived; received: {}", self.what, self.text()),
+            Err(_) => panic!(
+                "{}: {needle:?} did not arrive within {:.0} s; received: {}",
+                self.what,
+                deadline.as_secs_f64(),
+                self.text()
+            ),
+        }
+    }
+
+    /// Reads the rest of the body; how it ended.
+    pub async fn read_to_end(&mut self) -> End {
+        loop {
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.received.extend_from_slice(&chunk),
+                Ok(None) => return End::Complete,
+                Err(e) => return End::Broken(format!("{e:?}")),
+            }
+        }
     }
 }
 

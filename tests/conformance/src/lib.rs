@@ -33,6 +33,8 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One packaging of the gateway under test.
 pub trait Gateway: Send + Sync {
+    /// Which packaging this is.
+    fn packaging(&self) -> Packaging;
     /// `http://127.0.0.1:<port>`, the same before and after a restart.
     fn base_url(&self) -> String;
     /// Kills the gateway at once (no graceful shutdown: SIGKILL) and starts it again on the
@@ -76,6 +78,15 @@ fn group_pids(group: u32) -> Vec<u32> {
             after_comm.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(group)
         })
         .collect()
+}
+
+/// The packagings under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    /// The Cloudflare Worker, in workerd (`wrangler dev`).
+    Worker,
+    /// The Spin component, in real Spin.
+    Spin,
 }
 
 /// What a packaging needs to start its gateway.
@@ -132,9 +143,9 @@ pub mod secrets {
     /// The gateway signs deliveries to callers with it: Baseten header over the whole
     /// string's bytes, Standard Webhooks with the base64 key after `whsec_`.
     pub const OUTBOUND_WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Utb3V0Ym91bmQta2V5LTAxMjM0NQ==";
-    /// Signs browser tokens.
     /// Keys the request ids derived from idempotency keys.
     pub const ID_SECRET: &str = "conformance-request-id-secret-0123456789";
+    /// Signs browser tokens.
     pub const BROWSER_TOKEN_SECRET: &str = "conformance-browser-token-secret-0123456789";
 }
 

@@ -15,6 +15,9 @@ use sha2::Sha256;
 use crate::client::{eventually, is_request_id, Body};
 use crate::{keys, secrets, BoxFut, World};
 
+mod passthrough;
+use passthrough::*;
+
 pub type Scenario = fn(Arc<World>) -> BoxFut<'static, ()>;
 
 macro_rules! scenarios {
@@ -30,6 +33,12 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         sync_model_error_passes_through_unchanged,
         sync_platform_errors_get_code_and_message,
         sync_unreachable_upstream_is_a_gateway_error,
+        sync_passthrough_get_and_post_with_query_and_status,
+        regional_hosts_speak_predict_async_and_sync,
+        sse_chat_reaches_the_client_before_the_upstream_sends_its_last_event,
+        a_stream_cut_by_the_upstream_ends_early_at_the_client,
+        a_50_mb_request_body_streams_through_in_bounded_memory,
+        the_openai_sdk_works_through_the_passthrough_and_the_v1_front_door,
         async_lifecycle_by_polling_alone,
         async_chain_run_remote,
         async_model_failure_is_failed_with_errors,

@@ -212,6 +212,10 @@ impl Drop for SpinGateway {
 }
 
 impl Gateway for SpinGateway {
+    fn packaging(&self) -> crate::Packaging {
+        crate::Packaging::Spin
+    }
+
     fn base_url(&self) -> String {
         self.host.base_url()
     }

@@ -156,6 +156,10 @@ impl WorkerGateway {
 }
 
 impl Gateway for WorkerGateway {
+    fn packaging(&self) -> crate::Packaging {
+        crate::Packaging::Worker
+    }
+
     fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

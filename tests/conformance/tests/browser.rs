@@ -1,6 +1,7 @@
 //! The demo page in headless Chromium (Debian's `chromium`, driven by playwright-core) against
 //! the Worker in workerd with the local upstream, as in the quick start: a person loads the
-//! page, runs a sync predict, watches an async job reach SUCCEEDED, cancels a queued job. Then
+//! page, runs a sync predict, watches a streamed chat answer render token by token, watches an
+//! async job reach SUCCEEDED, cancels a queued job. Then
 //! a page on another origin tries the gateway with a token not minted for it, and the browser's
 //! own CORS check refuses it. Screenshots land in target/browser-artifacts/.
 //!
@@ -35,8 +36,10 @@ async fn a_person_uses_the_demo_page_and_another_origin_is_refused() {
     let minted: Value = reqwest::Client::new()
         .post(format!("{base}/browser_tokens"))
         .bearer_auth(keys::FULL)
-        .json(&json!({"models": ["demo"], "operations": ["predict", "async_predict", "status", "cancel", "wake"],
-            "origins": [base], "ttl_seconds": 300}))
+        .json(
+            &json!({"models": ["demo"], "operations": ["predict", "async_predict", "status", "cancel", "wake", "sync"],
+            "origins": [base], "ttl_seconds": 300}),
+        )
         .send()
         .await
         .unwrap()
@@ -56,7 +59,18 @@ fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
         gateway = base,
         token = token
     );
-    let app = axum::Router::new().route("/", axum::routing::get(move || async move { Html(cross_page) }));
+    // The test's control: the page script asks how many streams the upstream holds at a gate
+    // (the chat's first token is on screen by then), and releases it.
+    let upstream = std::sync::Arc::new(upstream);
+    let control = std::sync::Arc::clone(&upstream);
+    let release = move |axum::extract::Path(gate): axum::extract::Path<String>| async move {
+        let held = control.held(&gate);
+        control.release(&gate);
+        axum::Json(json!({ "held": held }))
+    };
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { Html(cross_page) }))
+        .route("/release/{gate}", axum::routing::post(release));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cross_url = format!("http://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -70,7 +84,7 @@ fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
             .current_dir(&root)
             .env("CHROMIUM", &chromium)
             .arg("tests/browser/demo.mjs")
-            .args([&base, &token, &cross_url, &artifacts.display().to_string()])
+            .args([&base, &token, &cross_url, &artifacts.display().to_string(), &format!("{cross_url}release/")])
             .output(),
     )
     .await
