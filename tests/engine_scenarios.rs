@@ -141,6 +141,27 @@ fn sync_is_an_operation_of_its_own() {
 }
 
 #[test]
+fn websockets_are_a_sync_route_and_a_clear_501_where_the_platform_has_none() {
+    // The in-memory platform, like Spin's wasi:http 0.2, cannot upgrade a connection.
+    let w = World::new();
+    let upgrade = |key: Option<&str>| {
+        let mut r = w.request("GET", "/models/demo/production/websocket", key, Bytes::new());
+        r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+        w.send(r)
+    };
+    let a = upgrade(Some(KEY));
+    a.assert_error(501, "NOT_IMPLEMENTED");
+    let body = a.json();
+    assert!(body["message"].as_str().unwrap().contains("WebSockets"), "{body}");
+    upgrade(None).assert_error(401, "UNAUTHORIZED");
+    upgrade(Some(NARROW_KEY)).assert_error(403, "FORBIDDEN");
+    w.send(w.request("POST", "/models/demo/production/websocket", Some(KEY), Bytes::new()))
+        .assert_error(405, "METHOD_NOT_ALLOWED");
+    assert!(w.net.sent.borrow().is_empty(), "nothing reached the upstream");
+}
+
+#[test]
 fn regional_hosts_address_their_environment_with_bare_paths() {
     let w = World::new();
     let host = |req: &mut http::Request<Bytes>, h: &str| req.headers_mut().insert("host", h.parse().unwrap());

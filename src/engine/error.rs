@@ -28,6 +28,10 @@ pub enum Error {
     NotFound { what: String },
     /// The path exists but not for this method. `allow` lists the methods that do.
     MethodNotAllowed { allow: &'static str },
+    /// A WebSocket route asked for without `Upgrade: websocket`.
+    UpgradeRequired,
+    /// The route exists, but this packaging cannot serve it (WebSockets on wasi:http 0.2).
+    NotImplemented { message: String },
     /// No credentials, malformed credentials, or a key the gateway does not know.
     Unauthorized { message: String },
     /// A known key used outside its scope (model, operation or origin).
@@ -71,6 +75,8 @@ impl Error {
         match self {
             Self::NotFound { .. }
             | Self::MethodNotAllowed { .. }
+            | Self::UpgradeRequired
+            | Self::NotImplemented { .. }
             | Self::Unauthorized { .. }
             | Self::Forbidden { .. }
             | Self::InvalidField { .. }
@@ -97,6 +103,8 @@ impl Error {
         match self {
             Self::NotFound { .. } | Self::UnknownSubject { .. } | Self::RequestNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Self::NotImplemented { .. } => StatusCode::NOT_IMPLEMENTED,
             Self::Unauthorized { .. } | Self::BadSignature { .. } | Self::StaleWebhook => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::InvalidField { .. } | Self::MalformedJson { .. } => StatusCode::BAD_REQUEST,
@@ -113,6 +121,8 @@ impl Error {
         match self {
             Self::NotFound { .. } => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            Self::UpgradeRequired => "UPGRADE_REQUIRED",
+            Self::NotImplemented { .. } => "NOT_IMPLEMENTED",
             Self::Unauthorized { .. } => "UNAUTHORIZED",
             Self::Forbidden { .. } => "FORBIDDEN",
             Self::InvalidField { .. } => "INVALID_ARGUMENT",
@@ -141,7 +151,9 @@ impl Error {
             Self::Unauthorized { message }
             | Self::Forbidden { message }
             | Self::MalformedJson { message }
+            | Self::NotImplemented { message }
             | Self::BadSignature { message } => message.clone(),
+            Self::UpgradeRequired => "this is a WebSocket endpoint: connect with `Upgrade: websocket`".to_owned(),
             Self::InvalidField { field, message } => format!("{field}: {message}"),
             Self::PayloadTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
             Self::UnknownSubject { kind, id } => format!("{kind} '{id}' does not exist on this gateway"),
@@ -165,6 +177,9 @@ impl Error {
         let mut response = json_response(self.status(), &body);
         if let Self::MethodNotAllowed { allow } = self {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Self::UpgradeRequired = self {
+            response.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         if self.retryable() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

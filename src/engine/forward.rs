@@ -154,6 +154,46 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         Ok(Outcome::new(response, None))
     }
 
+    /// `GET {target}/websocket`: where the platform can ([`HttpClient::WEBSOCKETS`]), the
+    /// upstream's WebSocket, opened with the upstream's key, and its `101` (the socket rides in
+    /// the response's extensions) or refusal answered as it came; elsewhere a clear 501.
+    pub(crate) async fn websocket(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        request: Request<H::Stream>,
+    ) -> Result<Outcome<H::Body>, Error> {
+        if !H::WEBSOCKETS {
+            return Err(Error::NotImplemented {
+                message: "WebSockets are not available on this packaging (wasi:http 0.2 has no upgrade); \
+                          use the Cloudflare Worker, or the sync routes"
+                    .to_owned(),
+            });
+        }
+        let upgrade = request.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+        if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            return Err(Error::UpgradeRequired);
+        }
+        let upstream = self.config.upstream(subject)?;
+        let url = upstream.url(target, "websocket", true)?;
+        let (parts, _) = request.into_parts();
+        let mut outbound = upstream_request(upstream, Method::GET, url, H::stream_of(Bytes::new()));
+        outbound.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Some(protocols) = parts.headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
+            outbound.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
+        }
+        let (up, body) = self.http.send_stream(outbound).await.map_err(Error::from)?.into_parts();
+        let mut response = Response::new(Body::Upstream(body));
+        *response.status_mut() = up.status;
+        *response.extensions_mut() = up.extensions;
+        for name in PASSED_BACK.iter().copied().chain(["sec-websocket-protocol"]) {
+            if let Some(value) = up.headers.get(name) {
+                response.headers_mut().insert(HeaderName::from_static(name), value.clone());
+            }
+        }
+        Ok(Outcome::new(response, None))
+    }
+
     /// `GET .../async_queue_status`: the upstream's counts, under the gateway's id for the subject.
     pub(crate) async fn queue_status(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;

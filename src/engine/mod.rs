@@ -200,7 +200,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
             header_str(request.headers(), header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
         let key = || auth::authenticate(self.config, request.headers(), now).err();
         let (limit, refused) = match self.route(request) {
-            Ok(Route::Predict { .. } | Route::Sync { .. }) => {
+            Ok(Route::Predict { .. } | Route::Sync { .. } | Route::WebSocket { .. }) => {
                 return match (key(), length) {
                     (Some(e), _) => Admission::Refuse(e),
                     (None, Some(n)) if n > SYNC_BODY_LIMIT => {
@@ -275,12 +275,18 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
         let origin = header_str(request.headers(), header::ORIGIN.as_str());
         match (&route, route.operation()) {
-            (Route::Predict { subject, .. } | Route::Sync { subject, .. }, Some(op)) => {
+            (
+                Route::Predict { subject, .. } | Route::Sync { subject, .. } | Route::WebSocket { subject, .. },
+                Some(op),
+            ) => {
                 auth::authorize(&key, op, subject, origin)?;
             }
             _ => return Err(Error::NotFound { what: "a sync route".to_owned() }),
         }
-        self.pass(&route, request).await
+        match &route {
+            Route::WebSocket { subject, target } => self.websocket(subject, target, request).await,
+            _ => self.pass(&route, request).await,
+        }
     }
 
     async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx, cors: bool) -> Result<Outcome<H::Body>, Error> {
@@ -298,6 +304,10 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     Route::Predict { ref subject, .. } | Route::Sync { ref subject, .. } => {
                         auth::authorize(key, op, subject, origin)?;
                         self.pass(&route, request.map(H::stream_of)).await
+                    }
+                    Route::WebSocket { ref subject, ref target } => {
+                        auth::authorize(key, op, subject, origin)?;
+                        self.websocket(subject, target, request.map(H::stream_of)).await
                     }
                     Route::OpenAi { endpoint } => {
                         auth::authorize_operation(key, op, origin)?;

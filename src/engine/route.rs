@@ -87,7 +87,7 @@ pub enum Operation {
     QueueStatus,
     Wake,
     /// `{target}/sync/{path}`: a model server's own routes (an OpenAI-compatible API, custom
-    /// routes), passed through with any method.
+    /// routes), passed through with any method; and `{target}/websocket`.
     Sync,
     /// `POST /_sweep`: run due work now (for platforms without alarms).
     Sweep,
@@ -131,6 +131,11 @@ pub enum Route {
         target: Target,
         path: String,
     },
+    /// `{target}/websocket`: a WebSocket to the model's (or chain's) server.
+    WebSocket {
+        subject: Subject,
+        target: Target,
+    },
     /// The gateway's own OpenAI-compatible API: `POST /v1/chat/completions`, `/v1/completions`,
     /// `/v1/embeddings` (routed by the body's `model`) and `GET /v1/models`.
     OpenAi {
@@ -165,7 +170,7 @@ impl Route {
     pub fn operation(&self) -> Option<Operation> {
         match self {
             Self::Predict { .. } => Some(Operation::Predict),
-            Self::Sync { .. } | Self::OpenAi { .. } => Some(Operation::Sync),
+            Self::Sync { .. } | Self::WebSocket { .. } | Self::OpenAi { .. } => Some(Operation::Sync),
             Self::AsyncPredict { .. } => Some(Operation::AsyncPredict),
             Self::QueueStatus { .. } => Some(Operation::QueueStatus),
             Self::Wake { .. } => Some(Operation::Wake),
@@ -306,6 +311,7 @@ impl Route {
             }
             (_, "async_queue_status") => (Self::QueueStatus { subject, target }, Method::GET),
             (_, "wake") => (Self::Wake { subject, target }, Method::POST),
+            (_, "websocket") => (Self::WebSocket { subject, target }, Method::GET),
             _ => return Err(not_found()),
         };
         let allow_header = if allow == Method::GET { "GET, OPTIONS" } else { "POST, OPTIONS" };
@@ -364,6 +370,24 @@ mod tests {
 
     fn model(id: &str) -> Subject {
         Subject::Model(id.into())
+    }
+
+    #[test]
+    fn websocket_endpoints_for_models_and_chains_in_every_form() {
+        let staging = || Target::Environment("staging".into());
+        let ws = |subject, target| Ok(Route::WebSocket { subject, target });
+        assert_eq!(parse("GET", None, "/models/m1/production/websocket"), ws(model("m1"), Target::Production));
+        assert_eq!(
+            parse("GET", None, "/chains/c1/environments/staging/websocket"),
+            ws(Subject::Chain("c1".into()), staging())
+        );
+        assert_eq!(
+            parse("GET", Some("model-m1.gw.example"), "/development/websocket"),
+            ws(model("m1"), Target::Development)
+        );
+        assert_eq!(parse("GET", Some("model-m1-staging.gw.example"), "/websocket"), ws(model("m1"), staging()));
+        assert!(matches!(parse("POST", None, "/models/m1/production/websocket"), Err(Error::MethodNotAllowed { .. })));
+        assert_eq!(Route::WebSocket { subject: model("m1"), target: staging() }.operation(), Some(Operation::Sync));
     }
 
     #[test]

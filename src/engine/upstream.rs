@@ -63,6 +63,11 @@ pub trait HttpClient {
     /// A response body as the platform has it, so sync predict can stream it back unread.
     type Body;
 
+    /// Whether [`HttpClient::send_stream`] can open a WebSocket: given `Upgrade: websocket`, it
+    /// answers the upstream's `101 Switching Protocols` with the runtime's socket pair in the
+    /// response's extensions, which the platform's response carries back to the caller.
+    const WEBSOCKETS: bool = false;
+
     /// A caller's request body as the platform has it, passed on to the upstream as it arrives
     /// (sync routes), never gathered whole.
     type Stream;

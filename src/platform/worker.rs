@@ -151,6 +151,9 @@ fn bytes_body(body: &Bytes) -> Option<worker::wasm_bindgen::JsValue> {
 impl HttpClient for FetchClient {
     type Body = worker::Body;
     type Stream = WorkerStream;
+    // A fetch with `Upgrade: websocket` answers 101 with the upstream's socket, which the
+    // Worker's response hands to the caller: workerd proxies the two.
+    const WEBSOCKETS: bool = true;
 
     async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
         let (parts, body) = request.into_parts();

@@ -39,6 +39,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         a_stream_cut_by_the_upstream_ends_early_at_the_client,
         a_50_mb_request_body_streams_through_in_bounded_memory,
         the_openai_sdk_works_through_the_passthrough_and_the_v1_front_door,
+        websockets_reach_the_model_on_the_worker_and_are_a_clear_501_on_spin,
         async_lifecycle_by_polling_alone,
         async_chain_run_remote,
         async_model_failure_is_failed_with_errors,

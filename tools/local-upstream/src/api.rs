@@ -131,11 +131,36 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
                 }
                 (Endpoint::Wake, Method::POST) => StatusCode::ACCEPTED.into_response(),
                 (Endpoint::Sync(path), _) => openai::handle(&app, &owner.id, &path, req).await,
-                (Endpoint::QueueStatus, _) => method_not_allowed("GET"),
+                (Endpoint::WebSocket, Method::GET) => websocket(req).await,
+                (Endpoint::QueueStatus | Endpoint::WebSocket, _) => method_not_allowed("GET"),
                 _ => method_not_allowed("POST"),
             }
         }
     }
+}
+
+/// `{target}/websocket`: the demo server answers each text message `echo: <text>` and each
+/// binary message with itself, until the client closes.
+async fn websocket(req: Request) -> Response {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use axum::extract::FromRequest;
+    let upgrade = match WebSocketUpgrade::from_request(req, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            let answer = match message {
+                Message::Text(text) => Message::Text(format!("echo: {}", text.as_str()).into()),
+                Message::Binary(bytes) => Message::Binary(bytes),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if socket.send(answer).await.is_err() {
+                break;
+            }
+        }
+    })
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {

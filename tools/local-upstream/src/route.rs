@@ -83,6 +83,8 @@ pub enum Endpoint {
     Wake,
     /// `sync/{path}` (models only): the path after `sync/`, as sent (may be empty).
     Sync(String),
+    /// `websocket`: a WebSocket to the model's (or chain's) server.
+    WebSocket,
 }
 
 /// A fully parsed request address.
@@ -168,6 +170,7 @@ fn endpoint_route(owner: Owner, target: Target, mut path: Segments<'_>) -> Optio
         (Kind::Model, "async_predict") | (Kind::Chain, "async_run_remote") => Endpoint::AsyncPredict,
         (_, "async_queue_status") => Endpoint::QueueStatus,
         (_, "wake") => Endpoint::Wake,
+        (_, "websocket") => Endpoint::WebSocket,
         _ => return None,
     };
     Some(Route::Target { owner, target, endpoint })

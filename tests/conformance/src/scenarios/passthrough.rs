@@ -278,3 +278,56 @@ pub(super) async fn the_openai_sdk_works_through_the_passthrough_and_the_v1_fron
         assert_eq!(line["bad_request"], json!({"status": 400, "type": "invalid_request_error"}), "{line}");
     }
 }
+
+/// `{target}/websocket`: on the Worker, a WebSocket to the model's server through the gateway,
+/// opened with the upstream's key (the upstream accepts no other), messages both ways; on
+/// Spin, whose wasi:http 0.2 cannot upgrade, a clear 501 with `code` and `message`.
+pub(super) async fn websockets_reach_the_model_on_the_worker_and_are_a_clear_501_on_spin(w: Arc<World>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    let ws_base = w.api.base.replace("http://", "ws://");
+    let connect = |path: &str, key: Option<&str>| {
+        let mut request = format!("{ws_base}{path}").into_client_request().unwrap();
+        if let Some(key) = key {
+            request.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    // A refused handshake, read whole (the WebSocket client keeps no body of a refusal).
+    let refused = |path: &'static str, key: Option<&'static str>| {
+        let headers = [
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let api = &w.api;
+        async move { api.send("GET", path, key, &headers, Body::None).await }
+    };
+    let path = "/models/demo/production/websocket";
+    match w.gateway.packaging() {
+        Packaging::Worker => {
+            for path in [path, "/chains/demo-chain/environments/staging/websocket"] {
+                let (mut socket, response) = connect(path, Some(keys::FULL)).await.unwrap();
+                assert_eq!(response.status().as_u16(), 101, "{path}");
+                socket.send(Message::text("hello over a socket")).await.unwrap();
+                let answer = socket.next().await.expect("an answer").unwrap();
+                assert_eq!(answer.into_text().unwrap().as_str(), "echo: hello over a socket", "{path}");
+                socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+                let answer = socket.next().await.expect("an answer").unwrap();
+                assert_eq!(answer.into_data().as_ref(), [0u8, 1, 2, 255], "{path}");
+                socket.close(None).await.unwrap();
+            }
+            // Without the upgrade, the route says what it is.
+            w.api.get(path).await.expect_error(426, "UPGRADE_REQUIRED");
+        }
+        Packaging::Spin => {
+            assert!(matches!(connect(path, Some(keys::FULL)).await, Err(WsError::Http(r)) if r.status() == 501));
+            let body = refused(path, Some(keys::FULL)).await.expect_error(501, "NOT_IMPLEMENTED");
+            assert!(body["message"].as_str().unwrap_or_default().contains("WebSockets"), "{body}");
+        }
+    }
+    assert!(matches!(connect(path, None).await, Err(WsError::Http(r)) if r.status() == 401));
+    refused(path, None).await.expect_error(401, "UNAUTHORIZED");
+}
