@@ -19,7 +19,7 @@ WASIP2 := target/wasm32-wasip2/release
 # reach it, so a build of Spin 4.1 is kept in ../shared/tools/spin (TOOLCHAIN.md).
 SPIN_INSTALLER := $(CURDIR)/../shared/tools/spin/install.sh
 
-.PHONY: setup dev dev-spin test build-worker components lint sizes clean
+.PHONY: setup dev dev-spin test bench build-worker components lint sizes clean
 
 setup:
 	rustup target add wasm32-unknown-unknown wasm32-wasip2
@@ -74,6 +74,16 @@ test: setup build-worker components lint
 	cargo test --workspace --locked
 	cargo test --lib --locked --target wasm32-unknown-unknown
 	$(MAKE) --no-print-directory sizes
+
+# The gateway's cost on the runtimes as deployed (README, "Performance"): release builds on
+# workerd itself and real Spin, each beside its runtime's own pass-through floor and the
+# direct call, loaded by wrk. Not part of `make test`: it measures, it asserts nothing.
+bench: setup build-worker components
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	CARGO_TARGET_DIR=$(CURDIR)/target cargo build --locked --manifest-path tools/bench/floor/spin/Cargo.toml \
+	  --target wasm32-wasip2 --release
+	cargo build --locked --release -p local-upstream -p bench
+	target/release/bench
 
 # Uncompressed and gzip -9 sizes of every artifact, as the README states them.
 sizes:

@@ -176,10 +176,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, "websocket", true)?;
-        let (parts, _) = request.into_parts();
         let mut outbound = upstream_request(upstream, Method::GET, url, H::stream_of(Bytes::new()));
         outbound.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Some(protocols) = parts.headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
+        if let Some(protocols) = request.headers().get(header::SEC_WEBSOCKET_PROTOCOL) {
             outbound.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
         }
         let (up, body) = self.http.send_stream(outbound).await.map_err(Error::from)?.into_parts();
