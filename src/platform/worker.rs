@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use futures_util::future::{select, Either as Race};
 use http::{HeaderValue, Request, Response};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_util::StreamExt;
@@ -20,6 +20,7 @@ use worker::{
     SqlStorageValue, State,
 };
 
+use crate::engine::config::ConfigCache;
 use crate::engine::{
     Admission, Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer,
     Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS,
@@ -46,14 +47,20 @@ fn entropy() -> [u8; 16] {
     bytes
 }
 
-fn load_config(env: &Env) -> Result<Config, Error> {
+thread_local! {
+    /// An isolate serves many requests: the configuration is parsed once per document and
+    /// secrets, not per request.
+    static CONFIG: RefCell<ConfigCache> = RefCell::new(ConfigCache::default());
+}
+
+fn load_config(env: &Env) -> Result<Rc<Config>, Error> {
     let doc = env
         .var(CONFIG_VAR)
         .map(|v| v.to_string())
         .map_err(|_| Error::Config { field: CONFIG_VAR.to_owned(), message: "the variable is not set".to_owned() })?;
-    Config::parse(&doc, &|name| {
-        env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
-    })
+    let secret =
+        |name: &str| env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok();
+    CONFIG.with(|cache| cache.borrow_mut().get(&doc, &secret))
 }
 
 async fn read_request(request: HttpRequest, limit: usize) -> Result<Request<Bytes>, Error> {

