@@ -14,7 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_util::StreamExt;
-use http_body_util::{BodyDataStream, BodyExt, Either, Full, Limited};
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
+use worker::worker_sys::ext::ResponseExt as _;
 use worker::{
     durable_object, event, AbortController, Context, Date, Delay, DurableObject, Env, Fetch, HttpRequest, SqlStorage,
     SqlStorageValue, State,
@@ -34,7 +35,10 @@ const CONFIG_RETRY_MS: u64 = 10_000;
 /// Carries the Worker's randomness to the job's object, so both place the same request id.
 const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
 
-type ResponseBody = Either<Full<Bytes>, worker::Body>;
+/// An upstream's answer body as workerd has it: handed back to the caller as the runtime's own
+/// stream (natively piped, never through this module), or read here when the engine needs it.
+#[derive(Debug)]
+struct UpstreamBody(Option<worker::web_sys::ReadableStream>);
 
 fn now() -> Timestamp {
     Timestamp::from_millis(Date::now().as_millis())
@@ -74,15 +78,27 @@ fn alarm_date(at: Timestamp) -> worker::js_sys::Date {
     worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(at.millis() as f64))
 }
 
-fn into_response(outcome_response: Response<Body<worker::Body>>) -> Response<ResponseBody> {
-    outcome_response.map(|body| match body {
-        Body::Full(bytes) => Either::Left(Full::new(bytes)),
-        Body::Upstream(stream) => Either::Right(stream),
-    })
+/// The caller's answer as a workerd Response: a body in hand, or an upstream's stream passed on
+/// as it is; an upstream's WebSocket handed over with it.
+fn into_response(response: Response<Body<UpstreamBody>>) -> worker::Response {
+    let (mut parts, body) = response.into_parts();
+    let mut builder = worker::ResponseBuilder::new()
+        .with_status(parts.status.as_u16())
+        .with_headers(worker::Headers::from(&parts.headers));
+    if let Some(socket) = parts.extensions.remove::<worker::WebSocket>() {
+        builder = builder.with_websocket(socket);
+    }
+    match body {
+        // No body at all, not an empty one: 101, 204 and 304 may carry none.
+        Body::Full(bytes) if bytes.is_empty() => builder.empty(),
+        Body::Full(bytes) => builder.fixed(bytes.to_vec()),
+        Body::Upstream(UpstreamBody(Some(stream))) => builder.stream(stream),
+        Body::Upstream(UpstreamBody(None)) => builder.empty(),
+    }
 }
 
-fn error_response(e: &Error) -> Response<ResponseBody> {
-    e.to_response().map(|b| Either::Left(Full::new(b)))
+fn error_response(e: &Error) -> worker::Response {
+    into_response(e.to_response().map(Body::Full))
 }
 
 /// Date.now and setTimeout, for held long-polls.
@@ -117,7 +133,7 @@ impl FetchClient {
         parts: &http::request::Parts,
         body: Option<worker::wasm_bindgen::JsValue>,
         timeout_ms: u64,
-    ) -> Result<Response<worker::Body>, TransportError> {
+    ) -> Result<Response<UpstreamBody>, TransportError> {
         let mut init = worker::RequestInit::new();
         init.with_method(worker::Method::from(parts.method.as_str().to_owned()))
             .with_headers(worker::Headers::from(&parts.headers))
@@ -138,7 +154,17 @@ impl FetchClient {
         };
         match answered {
             Some(Ok(response)) => {
-                http::Response::try_from(response).map_err(|e| TransportError::Connect(e.to_string()))
+                // Its head only; the body stays workerd's stream.
+                let raw: worker::web_sys::Response = response.into();
+                let mut head = Response::builder()
+                    .status(raw.status())
+                    .body(UpstreamBody(raw.body()))
+                    .map_err(|e| TransportError::Connect(e.to_string()))?;
+                *head.headers_mut() = http::HeaderMap::from(worker::Headers(raw.headers()));
+                if let Some(socket) = raw.websocket() {
+                    head.extensions_mut().insert(worker::WebSocket::from(socket));
+                }
+                Ok(head)
             }
             Some(Err(e)) => Err(TransportError::Connect(e.to_string())),
             None => {
@@ -156,18 +182,18 @@ fn bytes_body(body: &Bytes) -> Option<worker::wasm_bindgen::JsValue> {
 }
 
 impl HttpClient for FetchClient {
-    type Body = worker::Body;
+    type Body = UpstreamBody;
     type Stream = WorkerStream;
     // A fetch with `Upgrade: websocket` answers 101 with the upstream's socket, which the
     // Worker's response hands to the caller: workerd proxies the two.
     const WEBSOCKETS: bool = true;
 
-    async fn send(&self, request: Request<Bytes>) -> Result<Response<worker::Body>, TransportError> {
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<UpstreamBody>, TransportError> {
         let (parts, body) = request.into_parts();
         Self::fetch(&parts, bytes_body(&body), OUTBOUND_TIMEOUT_MS).await
     }
 
-    async fn send_stream(&self, request: Request<WorkerStream>) -> Result<Response<worker::Body>, TransportError> {
+    async fn send_stream(&self, request: Request<WorkerStream>) -> Result<Response<UpstreamBody>, TransportError> {
         let (parts, body) = request.into_parts();
         let (body, limit) = match body {
             WorkerStream::Bytes(bytes) => return Self::fetch(&parts, bytes_body(&bytes), SYNC_TIMEOUT_MS).await,
@@ -216,8 +242,13 @@ impl HttpClient for FetchClient {
         WorkerStream::Bytes(bytes)
     }
 
-    async fn read(&self, body: worker::Body, limit: usize) -> Result<Bytes, TransportError> {
-        Limited::new(body, limit).collect().await.map(|c| c.to_bytes()).map_err(|e| TransportError::Body(e.to_string()))
+    async fn read(&self, body: UpstreamBody, limit: usize) -> Result<Bytes, TransportError> {
+        let Some(stream) = body.0 else { return Ok(Bytes::new()) };
+        Limited::new(worker::Body::new(stream), limit)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| TransportError::Body(e.to_string()))
     }
 }
 
@@ -233,7 +264,7 @@ fn request_head(raw: &worker::web_sys::Request) -> Result<Request<()>, Error> {
 }
 
 #[event(fetch)]
-async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker::Result<Response<ResponseBody>> {
+async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
     let config = match load_config(&env) {
         Ok(c) => c,
         Err(e) => return Ok(error_response(&e)),
@@ -305,13 +336,13 @@ async fn forward(
     request_id: &str,
     request: Request<Bytes>,
     entropy: [u8; 16],
-) -> worker::Result<Response<ResponseBody>> {
+) -> worker::Result<worker::Response> {
     let mut request = request.map(Full::new);
     let value = HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
     request.headers_mut().insert(ENTROPY_HEADER, value);
     let stub = env.durable_object(JOBS_BINDING)?.id_from_name(request_id)?.get_stub()?;
     let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
-    Ok(http::Response::try_from(response)?.map(Either::Right))
+    Ok(response)
 }
 
 /// One job's Durable Object: its SQLite storage is the job's store, its alarm the sweep.
@@ -348,19 +379,18 @@ impl DurableObject for JobObject {
     async fn fetch(&self, request: worker::Request) -> worker::Result<worker::Response> {
         let config = match load_config(&self.env) {
             Ok(c) => c,
-            Err(e) => return worker::Response::try_from(error_response(&e)),
+            Err(e) => return Ok(error_response(&e)),
         };
         let request = match http::Request::try_from(request) {
             Ok(r) => r,
-            Err(e) => return worker::Response::try_from(error_response(&Error::Store(StoreError::new(e.to_string())))),
+            Err(e) => return Ok(error_response(&Error::Store(StoreError::new(e.to_string())))),
         };
         let store = self.store();
         let engine = Engine::new(&config, &store, &FetchClient);
         // Every answer from here on is the engine's: JSON, with CORS for the caller's origin.
         let (parts, body) = request.into_parts();
         let head = Request::from_parts(parts.clone(), ());
-        let refuse =
-            |e: &Error| worker::Response::try_from(into_response(engine.refusal(&head, e, now()).map(Body::Full)));
+        let refuse = |e: &Error| Ok(into_response(engine.refusal(&head, e, now()).map(Body::Full)));
         let entropy = parts
             .headers
             .get(ENTROPY_HEADER)
@@ -379,7 +409,7 @@ impl DurableObject for JobObject {
             worker::console_error!("alarm not set: {e}");
             return refuse(&Error::Store(StoreError::new("the job's alarm could not be set")));
         }
-        worker::Response::try_from(into_response(response))
+        Ok(into_response(response))
     }
 
     async fn alarm(&self) -> worker::Result<worker::Response> {
@@ -542,6 +572,10 @@ mod tests {
         worker::Body::from_stream(stream).unwrap()
     }
 
+    fn upstream_body(chunks: &[&[u8]]) -> UpstreamBody {
+        UpstreamBody(js_body(chunks).into_inner())
+    }
+
     fn env(vars: &[(&str, &str)]) -> Env {
         let object = worker::js_sys::Object::new();
         for (k, v) in vars {
@@ -578,8 +612,9 @@ mod tests {
     #[wasm_bindgen_test]
     async fn upstream_bodies_are_read_with_a_limit() {
         let client = FetchClient;
-        assert_eq!(client.read(js_body(&[b"ok"]), 2).await.unwrap().as_ref(), b"ok");
-        assert!(matches!(client.read(js_body(&[b"too long"]), 2).await, Err(TransportError::Body(_))));
+        assert_eq!(client.read(upstream_body(&[b"ok"]), 2).await.unwrap().as_ref(), b"ok");
+        assert!(matches!(client.read(upstream_body(&[b"too long"]), 2).await, Err(TransportError::Body(_))));
+        assert_eq!(client.read(UpstreamBody(None), 2).await.unwrap().as_ref(), b"");
     }
 
     #[wasm_bindgen_test]
