@@ -105,12 +105,10 @@ impl Api {
         headers: &[(&str, &str)],
         body: Body,
     ) -> Answer {
-        let url = format!("{}{path}", self.base);
-        let response = self.request(method, path, key, headers, body).send().await;
-        let response = response.unwrap_or_else(|e| panic!("{method} {url}: no answer: {e}"));
+        let Streamed { response, .. } = self.open(method, path, key, headers, body).await;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {url}: body: {e}")).to_vec();
+        let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {path}: body: {e}")).to_vec();
         Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body }
     }
 

@@ -477,14 +477,7 @@ async fn run() -> Result<()> {
             runtime: "workerd",
             loads: sync_loads(&call, scratch)?,
         });
-        let submitted = submits(
-            &format!("{gateway}/models/demo/production/async_predict"),
-            r#"{"model_input": {"prompt": "hi"}}"#,
-            |id| format!("{gateway}/async_request/{id}"),
-            Some(KEY),
-        )
-        .await;
-        let status = status_loads(&gateway, &submitted, &bearer, scratch)?;
+        let (submitted, status) = gateway_async(&gateway, &bearer, scratch).await?;
         extra.insert(
             "workerd".to_owned(),
             json!({"async": submitted, "status_reads": status,
@@ -525,14 +518,8 @@ async fn run() -> Result<()> {
             runtime: "spin",
             loads: sync_loads(&call, scratch)?,
         });
-        let submitted = submits(
-            &format!("{base}/models/demo/production/async_predict"),
-            r#"{"model_input": {"prompt": "hi"}}"#,
-            |id| format!("{base}/async_request/{id}"),
-            Some(KEY),
-        )
-        .await;
-        spin_extra.insert("status_reads".to_owned(), status_loads(&base, &submitted, &bearer, scratch)?);
+        let (submitted, status) = gateway_async(&base, &bearer, scratch).await?;
+        spin_extra.insert("status_reads".to_owned(), status);
         spin_extra.insert("async".to_owned(), submitted);
         spin_extra.insert(
             "streamed_ttfb_ms".to_owned(),
@@ -577,6 +564,15 @@ async fn run() -> Result<()> {
 
 fn ms(d: Duration) -> f64 {
     round(d.as_secs_f64() * 1000.0, 1)
+}
+
+/// Durable submits to the gateway at `base`, then status reads of one of those jobs.
+async fn gateway_async(base: &str, bearer: &str, scratch: &Path) -> Result<(Value, Value)> {
+    let submit = format!("{base}/models/demo/production/async_predict");
+    let status = |id: &str| format!("{base}/async_request/{id}");
+    let submitted = submits(&submit, r#"{"model_input": {"prompt": "hi"}}"#, status, Some(KEY)).await;
+    let reads = status_loads(base, &submitted, bearer, scratch)?;
+    Ok((submitted, reads))
 }
 
 /// Status reads of one existing job at concurrency 1 and 16.
