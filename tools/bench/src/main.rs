@@ -343,12 +343,33 @@ fn upstream(root: &Path) -> Result<(Proc, String)> {
     Ok((proc, format!("http://127.0.0.1:{port}")))
 }
 
+/// `redis-server` on a free port, its append-only file fsynced on every write, and a Spin
+/// runtime configuration putting the `default` store on it.
+fn redis(scratch: &Path) -> Result<(Proc, PathBuf)> {
+    let port = free_port();
+    let dir = scratch.join("redis");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--dir"])
+        .arg(&dir)
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn("redis-server", command)?;
+    wait_port(&mut proc, port, Duration::from_secs(10))?;
+    let file = dir.join("runtime-config.toml");
+    let toml = format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n");
+    std::fs::write(&file, toml).map_err(|e| e.to_string())?;
+    Ok((proc, file))
+}
+
 /// A Cap'n Proto string literal.
 fn capnp_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
-/// workerd serving the gateway's Worker on one port and the floor Worker on another.
+/// workerd serving the gateway's Worker on one port and the floor Worker on another, its
+/// Durable Objects' SQLite files under `scratch`.
 fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<(Proc, String, String)> {
     let (gateway_port, floor_port) = (free_port(), free_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
@@ -408,7 +429,13 @@ const floor :Workerd.Worker = (
 }
 
 /// `spin up` of `manifest` with `variables`; the base URL and the time until it listened.
-fn spin(manifest: &Path, variables: &[(&str, String)], scratch: &Path, name: &str) -> Result<(Proc, String, Duration)> {
+fn spin(
+    manifest: &Path,
+    variables: &[(&str, String)],
+    runtime_config: Option<&Path>,
+    scratch: &Path,
+    name: &str,
+) -> Result<(Proc, String, Duration)> {
     let port = free_port();
     let state = scratch.join(format!("spin-{name}"));
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
@@ -423,6 +450,9 @@ fn spin(manifest: &Path, variables: &[(&str, String)], scratch: &Path, name: &st
         .arg(&state)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(file) = runtime_config {
+        command.arg("--runtime-config-file").arg(file);
+    }
     for (name, value) in variables {
         command.env(format!("SPIN_VARIABLE_{}", name.to_uppercase()), value);
     }
@@ -487,11 +517,21 @@ async fn run() -> Result<()> {
         );
     }
 
+    // What bounds durable submits on workerd here: the same, its objects' SQLite files on a
+    // tmpfs (not durable across a reboot; a diagnostic, never a deployment).
+    if let Ok(tmpfs) = tempfile::tempdir_in("/dev/shm") {
+        let (_workerd, gateway, _) = workerd(&root, &up, tmpfs.path())?;
+        let submit = format!("{gateway}/models/demo/production/async_predict");
+        let status = |id: &str| format!("{gateway}/async_request/{id}");
+        let submitted = submits(&submit, r#"{"model_input": {"prompt": "hi"}}"#, status, Some(KEY)).await;
+        extra.insert("workerd_in_memory".to_owned(), json!({"async": submitted}));
+    }
+
     // Spin: the floor component, the gateway's component, the composed component.
     let mut spin_extra = serde_json::Map::new();
     {
         let manifest = root.join("tools/bench/floor/spin/spin.toml");
-        let (_spin, base, startup) = spin(&manifest, &[("upstream", up.clone())], scratch, "floor")?;
+        let (_spin, base, startup) = spin(&manifest, &[("upstream", up.clone())], None, scratch, "floor")?;
         let call = Call::predict(format!("{base}{predict}"), Some(upstream_auth.clone()));
         let first = timed(&call).await?;
         spin_extra.insert(
@@ -506,7 +546,7 @@ async fn run() -> Result<()> {
     }
     {
         let variables = [("edge_predict_config", config("http://127.0.0.1:3000", &up))];
-        let (_spin, base, startup) = spin(&root.join("spin.toml"), &variables, scratch, "gateway")?;
+        let (_spin, base, startup) = spin(&root.join("spin.toml"), &variables, None, scratch, "gateway")?;
         let call = Call::predict(format!("{base}{predict}"), Some(bearer.clone()));
         let first = timed(&call).await?;
         spin_extra.insert(
@@ -527,10 +567,20 @@ async fn run() -> Result<()> {
         );
     }
     {
+        // The same component with its `default` store on Redis (runtime-config/redis.toml's
+        // shape), fsyncing every write (`appendfsync always`): as durable as the SQLite file.
+        let (_redis, redis_config) = redis(scratch)?;
+        let variables = [("edge_predict_config", config("http://127.0.0.1:3000", &up))];
+        let (_spin, base, _) = spin(&root.join("spin.toml"), &variables, Some(&redis_config), scratch, "redis")?;
+        let (submitted, status) = gateway_async(&base, &bearer, scratch).await?;
+        spin_extra.insert("redis_async".to_owned(), submitted);
+        spin_extra.insert("redis_status_reads".to_owned(), status);
+    }
+    {
         let variables =
             [("edge_predict_config", config("http://127.0.0.1:3000", &up)), ("component_api_key", KEY.to_owned())];
         let manifest = root.join("examples/consumer/spin.toml");
-        let (_spin, base, startup) = spin(&manifest, &variables, scratch, "composed")?;
+        let (_spin, base, startup) = spin(&manifest, &variables, None, scratch, "composed")?;
         let call = Call::predict(format!("{base}/predict/demo"), None);
         let first = timed(&call).await?;
         spin_extra.insert(
@@ -684,7 +734,13 @@ fn markdown(rows: &[Row], results: &Value) -> String {
     let _ = writeln!(md, "| runtime | submits/s | accepted / found | status reads c=1 req/s | status reads c=16 req/s |\n| --- | --- | --- | --- | --- |");
     for (name, a, s) in [
         ("edge-predict Worker, workerd", &d["workerd"]["async"], &d["workerd"]["status_reads"]),
+        (
+            "edge-predict Worker, workerd, objects' files on tmpfs (diagnostic)",
+            &d["workerd_in_memory"]["async"],
+            &Value::Null,
+        ),
         ("edge-predict component, Spin", &d["spin"]["async"], &d["spin"]["status_reads"]),
+        ("edge-predict component, Spin, store on Redis", &d["spin"]["redis_async"], &d["spin"]["redis_status_reads"]),
         ("composed component, Spin", &d["spin"]["composed_async"], &Value::Null),
     ] {
         let reads = |i: usize| s[i]["requests_per_second"].as_f64().map_or("–".to_owned(), |r| format!("{r:.0}"));
