@@ -23,7 +23,7 @@ use worker::{
 
 use crate::engine::config::ConfigCache;
 use crate::engine::{
-    Admission, Body, Config, Ctx, Engine, Error, HttpClient, NoStore, Outcome, Placement, Store, StoreError, Timer,
+    Admission, Body, Config, Ctx, Engine, Error, HttpClient, Outcome, Placement, Store, StoreError, Timer,
     Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS,
 };
 
@@ -270,7 +270,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
         Err(e) => return Ok(error_response(&e)),
     };
     let entropy = entropy();
-    let engine = Engine::new(&config, &NoStore, &FetchClient);
+    let engine = Engine::new(&config, &SqlStore::STATELESS, &FetchClient);
     let head = match request_head(&raw) {
         Ok(head) => head,
         Err(e) => return Ok(error_response(&e)),
@@ -355,7 +355,7 @@ pub struct JobObject {
 
 impl JobObject {
     fn store(&self) -> SqlStore {
-        SqlStore { sql: self.state.storage().sql() }
+        SqlStore { sql: Some(self.state.storage().sql()) }
     }
 
     /// Moves the alarm to `wake_at` if that is earlier than the one set (or none is).
@@ -443,14 +443,24 @@ impl DurableObject for JobObject {
 ///
 /// The table is created by the first write only: a read for an id that names no job (a
 /// probe, a typo) must not leave a persisted object behind.
+///
+/// The stateless front has no object: [`SqlStore::STATELESS`] refuses every call, as the
+/// engine's `NoStore` would. One store type keeps one copy of the engine in the Worker's wasm
+/// (a second `Engine<NoStore, _>` cost ~60 KB).
 struct SqlStore {
-    sql: SqlStorage,
+    sql: Option<SqlStorage>,
 }
 
 impl SqlStore {
+    const STATELESS: SqlStore = SqlStore { sql: None };
+
+    fn sql(&self) -> Result<&SqlStorage, StoreError> {
+        self.sql.as_ref().ok_or_else(|| StoreError::new("no store for a stateless request"))
+    }
+
     fn has_table(&self) -> Result<bool, StoreError> {
         let rows: Vec<Row> = self
-            .sql
+            .sql()?
             .exec("SELECT name AS key FROM sqlite_master WHERE type = 'table' AND name = 'entries'", None)
             .and_then(|c| c.to_array())
             .map_err(store_error)?;
@@ -458,7 +468,7 @@ impl SqlStore {
     }
 
     fn create_table(&self) -> Result<(), StoreError> {
-        self.sql
+        self.sql()?
             .exec("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL)", None)
             .map(drop)
             .map_err(store_error)
@@ -492,7 +502,7 @@ impl Store for SqlStore {
             return Ok(None);
         }
         let rows: Vec<Row> = self
-            .sql
+            .sql()?
             .exec(
                 "SELECT key, value, version FROM entries WHERE key = ?",
                 vec![SqlStorageValue::String(key.to_owned())],
@@ -504,7 +514,7 @@ impl Store for SqlStore {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.create_table()?;
-        self.sql
+        self.sql()?
             .exec(
                 "INSERT INTO entries (key, value, version) VALUES (?, ?, 1) \
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = entries.version + 1",
@@ -518,13 +528,13 @@ impl Store for SqlStore {
         self.create_table()?;
         let key = SqlStorageValue::String(key.to_owned());
         let written: Vec<Row> = if expected == 0 {
-            self.sql.exec(
+            self.sql()?.exec(
                 "INSERT INTO entries (key, value, version) VALUES (?, ?, 1) ON CONFLICT(key) DO NOTHING RETURNING key",
                 vec![key, text(value)?],
             )
         } else {
             let expected = i64::try_from(expected).map_err(|_| StoreError::new("version out of range"))?;
-            self.sql.exec(
+            self.sql()?.exec(
                 "UPDATE entries SET value = ?, version = version + 1 WHERE key = ? AND version = ? RETURNING key",
                 vec![text(value)?, key, SqlStorageValue::Integer(expected)],
             )
@@ -538,7 +548,7 @@ impl Store for SqlStore {
         if !self.has_table()? {
             return Ok(());
         }
-        self.sql
+        self.sql()?
             .exec("DELETE FROM entries WHERE key = ?", vec![SqlStorageValue::String(key.to_owned())])
             .map(drop)
             .map_err(store_error)
@@ -549,7 +559,7 @@ impl Store for SqlStore {
             return Ok(Vec::new());
         }
         let rows: Vec<Row> = self
-            .sql
+            .sql()?
             .exec(
                 "SELECT key FROM entries WHERE substr(key, 1, length(?1)) = ?1",
                 vec![SqlStorageValue::String(prefix.to_owned())],

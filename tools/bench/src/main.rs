@@ -6,6 +6,9 @@
 //!   dev` proxy) serving the gateway's Worker (release build, Durable Objects on local disk)
 //!   and, as the runtime's floor, a trivial pass-through JavaScript Worker
 //!   (`tools/bench/floor/worker.js`);
+//! - **Portkey's AI gateway** (`@portkey-ai/gateway`, pinned in `tools/bench/portkey`) on the
+//!   Node 22 that `make setup` installs: a Node gateway in front of the same upstream, through
+//!   its pass-through route (`/v1/proxy/…` with `x-portkey-custom-host`);
 //! - **real Spin** (`spin up`) serving the gateway's component, the composed component
 //!   (`examples/consumer` plugged with the `inference` component) and, as the floor, a minimal
 //!   pass-through component on the same spin-sdk (`tools/bench/floor/spin`).
@@ -153,12 +156,18 @@ struct Call {
     method: &'static str,
     url: String,
     authorization: Option<String>,
+    /// Other headers (a gateway's routing headers).
+    headers: Vec<(&'static str, String)>,
     body: Option<String>,
 }
 
 impl Call {
     fn predict(url: String, authorization: Option<String>) -> Self {
-        Self { method: "POST", url, authorization, body: Some(PREDICT_BODY.to_owned()) }
+        Self { method: "POST", url, authorization, headers: Vec::new(), body: Some(PREDICT_BODY.to_owned()) }
+    }
+
+    fn with_headers(self, headers: Vec<(&'static str, String)>) -> Self {
+        Self { headers, ..self }
     }
 
     fn lua(&self) -> String {
@@ -166,6 +175,9 @@ impl Call {
         let mut lua = format!("wrk.method = {}\n", quote(self.method));
         if let Some(auth) = &self.authorization {
             let _ = writeln!(lua, "wrk.headers[\"Authorization\"] = {}", quote(auth));
+        }
+        for (name, value) in &self.headers {
+            let _ = writeln!(lua, "wrk.headers[{}] = {}", quote(name), quote(value));
         }
         if let Some(body) = &self.body {
             let _ = writeln!(lua, "wrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = {}", quote(body));
@@ -284,7 +296,7 @@ async fn submits(submit_url: &str, body: &str, status_url: impl Fn(&str) -> Stri
 }
 
 /// Median time to the first byte of a streamed chat completion's body, over 20 calls.
-async fn streamed_ttfb(url: &str, authorization: &str) -> Result<f64> {
+async fn streamed_ttfb(url: &str, authorization: &str, headers: &[(&str, String)]) -> Result<f64> {
     let http = client();
     let body = json!({"model": "demo", "stream": true,
                       "messages": [{"role": "user", "content": "one two three four five six seven eight"}]})
@@ -292,9 +304,11 @@ async fn streamed_ttfb(url: &str, authorization: &str) -> Result<f64> {
     let mut samples = Vec::new();
     for _ in 0..21 {
         let start = Instant::now();
-        let mut answer = http
-            .post(url)
-            .header("authorization", authorization)
+        let mut request = http.post(url).header("authorization", authorization);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let mut answer = request
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -320,6 +334,9 @@ async fn timed(call: &Call) -> Result<f64> {
     if let Some(auth) = &call.authorization {
         request = request.header("authorization", auth);
     }
+    for (name, value) in &call.headers {
+        request = request.header(*name, value);
+    }
     if let Some(body) = &call.body {
         request = request.header("content-type", "application/json").body(body.clone());
     }
@@ -340,6 +357,23 @@ fn upstream(root: &Path) -> Result<(Proc, String)> {
     command.args(["--addr", &format!("127.0.0.1:{port}"), "--quiet", "--concurrency", "64"]).stdout(Stdio::null());
     let mut proc = Proc::spawn("local-upstream", command)?;
     wait_port(&mut proc, port, Duration::from_secs(10))?;
+    Ok((proc, format!("http://127.0.0.1:{port}")))
+}
+
+/// Portkey's gateway (`tools/bench/portkey`, installed by `make bench`) on Node 22.
+fn portkey(root: &Path) -> Result<(Proc, String)> {
+    let port = free_port();
+    let dir = root.join("tools/bench/portkey");
+    let mut command = Command::new(root.join("node_modules/.bin/node"));
+    command
+        .current_dir(&dir)
+        .env("NODE_ENV", "production")
+        .arg("node_modules/@portkey-ai/gateway/build/start-server.js")
+        // Only the `--port=N` form is read; `--headless`: no web console.
+        .args([format!("--port={port}"), "--headless".to_owned()])
+        .stdout(Stdio::null());
+    let mut proc = Proc::spawn("portkey", command)?;
+    wait_port(&mut proc, port, Duration::from_secs(30))?;
     Ok((proc, format!("http://127.0.0.1:{port}")))
 }
 
@@ -489,7 +523,25 @@ async fn run() -> Result<()> {
     // Direct: the limit.
     let direct = Call::predict(format!("{up}{predict}"), Some(upstream_auth.clone()));
     rows.push(Row { name: "direct to the upstream", runtime: "direct", loads: sync_loads(&direct, scratch)? });
-    let direct_ttfb = streamed_ttfb(&format!("{up}{chat}"), &upstream_auth).await?;
+    let direct_ttfb = streamed_ttfb(&format!("{up}{chat}"), &upstream_auth, &[]).await?;
+
+    // A Node gateway: Portkey's, forwarding to the same upstream (its pass-through route for
+    // predict, its OpenAI route for the streamed chat).
+    {
+        let (_portkey, base) = portkey(&root)?;
+        eprintln!("bench: portkey {base}");
+        let routing = |host: String| vec![("x-portkey-provider", "openai".to_owned()), ("x-portkey-custom-host", host)];
+        let call = Call::predict(format!("{base}/v1/proxy{predict}"), Some(upstream_auth.clone()))
+            .with_headers(routing(up.clone()));
+        rows.push(Row { name: "Portkey gateway 1.15.2, Node 22", runtime: "node", loads: sync_loads(&call, scratch)? });
+        let ttfb = streamed_ttfb(
+            &format!("{base}/v1/chat/completions"),
+            &upstream_auth,
+            &routing(format!("{up}/models/demo/production/sync/v1")),
+        )
+        .await?;
+        extra.insert("portkey".to_owned(), json!({"streamed_ttfb_ms": round(ttfb, 3)}));
+    }
 
     // workerd: the floor and the gateway's Worker, one process.
     {
@@ -512,8 +564,8 @@ async fn run() -> Result<()> {
             "workerd".to_owned(),
             json!({"async": submitted, "status_reads": status,
                    "streamed_ttfb_ms": {"direct": round(direct_ttfb, 3),
-                                        "floor": round(streamed_ttfb(&format!("{floor}{chat}"), &upstream_auth).await?, 3),
-                                        "gateway": round(streamed_ttfb(&format!("{gateway}{chat}"), &bearer).await?, 3)}}),
+                                        "floor": round(streamed_ttfb(&format!("{floor}{chat}"), &upstream_auth, &[]).await?, 3),
+                                        "gateway": round(streamed_ttfb(&format!("{gateway}{chat}"), &bearer, &[]).await?, 3)}}),
         );
     }
 
@@ -563,7 +615,7 @@ async fn run() -> Result<()> {
         spin_extra.insert("async".to_owned(), submitted);
         spin_extra.insert(
             "streamed_ttfb_ms".to_owned(),
-            json!({"direct": round(direct_ttfb, 3), "gateway": round(streamed_ttfb(&format!("{base}{chat}"), &bearer).await?, 3)}),
+            json!({"direct": round(direct_ttfb, 3), "gateway": round(streamed_ttfb(&format!("{base}{chat}"), &bearer, &[]).await?, 3)}),
         );
     }
     {
@@ -632,6 +684,7 @@ fn status_loads(base: &str, submitted: &Value, bearer: &str, scratch: &Path) -> 
         method: "GET",
         url: format!("{base}/async_request/{id}"),
         authorization: Some(bearer.to_owned()),
+        headers: Vec::new(),
         body: None,
     };
     wrk(&call, 4, 1, scratch)?;
@@ -704,11 +757,12 @@ fn markdown(rows: &[Row], results: &Value) -> String {
         let _ = write!(head, " c={c} req/s | c={c} p50 / p99 |");
         rule.push_str(" --- | --- |");
     }
-    head.push_str(" ×direct c=32 | ×floor c=32 | +p50 vs floor c=1 |");
-    rule.push_str(" --- | --- | --- |");
+    head.push_str(" ×direct c=32 | ×floor c=32 | +p50 vs floor c=1 | ×Portkey c=1 / 16 / 32 |");
+    rule.push_str(" --- | --- | --- | --- |");
     let _ = writeln!(md, "{head}\n{rule}");
     let direct = &rows[0];
     let floor_of = |runtime: &str| rows.iter().find(|r| r.runtime == runtime && r.name.contains("floor"));
+    let portkey = rows.iter().find(|r| r.runtime == "node");
     for row in rows {
         let mut line = format!("| {} |", row.name);
         for load in &row.loads {
@@ -720,12 +774,20 @@ fn markdown(rows: &[Row], results: &Value) -> String {
         let vs_floor = floor_of(row.runtime).filter(|f| !std::ptr::eq(*f, row));
         let added =
             vs_floor.map_or("–".to_owned(), |f| format!("{:+.2} ms", row.loads[0].p50_ms - f.loads[0].p50_ms));
+        let vs_portkey = portkey.filter(|p| !std::ptr::eq(*p, row) && row.runtime != "direct").map_or(
+            "–".to_owned(),
+            |p| {
+                let each = row.loads.iter().zip(&p.loads);
+                each.map(|(a, b)| ratio(a.requests_per_second, b.requests_per_second)).collect::<Vec<_>>().join(" / ")
+            },
+        );
         let _ = writeln!(
             line,
-            " {} | {} | {} |",
+            " {} | {} | {} | {} |",
             ratio(last(row), last(direct)),
             vs_floor.map_or("–".to_owned(), |f| ratio(last(row), last(f))),
-            added
+            added,
+            vs_portkey
         );
         md.push_str(&line);
     }
@@ -755,12 +817,12 @@ fn markdown(rows: &[Row], results: &Value) -> String {
         );
     }
     let _ = writeln!(md, "\nStreamed chat completion, time to first byte (median of 20, ms):\n");
-    let _ = writeln!(md, "| direct | JS Worker floor, workerd | edge-predict Worker, workerd | edge-predict component, Spin |\n| --- | --- | --- | --- |");
+    let _ = writeln!(md, "| direct | Portkey, Node | JS Worker floor, workerd | edge-predict Worker, workerd | edge-predict component, Spin |\n| --- | --- | --- | --- | --- |");
     let t = &d["workerd"]["streamed_ttfb_ms"];
     let _ = writeln!(
         md,
-        "| {} | {} | {} | {} |",
-        t["direct"], t["floor"], t["gateway"], d["spin"]["streamed_ttfb_ms"]["gateway"]
+        "| {} | {} | {} | {} | {} |",
+        t["direct"], d["portkey"]["streamed_ttfb_ms"], t["floor"], t["gateway"], d["spin"]["streamed_ttfb_ms"]["gateway"]
     );
     let _ = writeln!(
         md,
