@@ -27,7 +27,7 @@
 //!   rules ([`engine::endpoint`]), signatures ([`engine::signature`]), storage
 //!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]), errors ([`engine::error`]).
 //! - `platform`: thin adapters, each compiled only for its target: `worker` (Cloudflare
-//!   Workers, a Durable Object per job), `spin` (wasi:http component, feature `spin`),
+//!   Workers, jobs in a fixed set of Durable Objects), `spin` (wasi:http component, feature `spin`),
 //!   `component` (the `inference` WIT export, feature `component`), and `wasi`, what the last
 //!   two share (wasi:keyvalue store, wasi:http client, Spin variables).
 

@@ -53,14 +53,31 @@ pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 /// the upstream and never gathered: Baseten's own edge limit.
 pub const SYNC_BODY_LIMIT: usize = 100 * 1024 * 1024;
 
-/// Where a request must run, for platforms that keep each job in its own place (a Durable
-/// Object per job on Workers). Everything else needs no store at all.
+/// Where a request must run, for platforms that spread jobs over places with their own store
+/// (Durable Objects on Workers, see [`job_object`]). Everything else needs no store at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// Needs no job state: run it anywhere, with [`NoStore`].
     Stateless,
-    /// Touches exactly the job with this request id (a submit creates it under this id).
+    /// Touches exactly the job with this request id (a submit creates it under this id), in
+    /// the place [`job_object`] names.
     Job(String),
+}
+
+/// How many places jobs are spread over: [`job_object`] names one of these.
+pub const JOB_OBJECTS: usize = 256;
+
+/// The place (a Durable Object's name on Workers) that holds the job with this request id:
+/// one of [`JOB_OBJECTS`], from the id's first byte. It depends on the id alone, so every
+/// request for a job, an idempotent retry and the inbox reach the same place forever.
+///
+/// Why a fixed set and not one place per job: a place's store serves many jobs (the engine's
+/// sweep and due index are per store, as on Spin), and on workerd a new object per job costs
+/// its own database file: one object per job took ~270–380 durable writes/s where a set of
+/// 16–256 objects took 1,600–3,100/s (`make bench`, README). 256 keeps each object far below
+/// the per-object request rate Cloudflare advises while spreading load across machines.
+pub fn job_object(request_id: &str) -> String {
+    format!("jobs-{}", request_id.get(..2).unwrap_or("00"))
 }
 
 /// What may be read of a request before it is handled, decided from its head alone

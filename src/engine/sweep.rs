@@ -126,7 +126,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// Does what is due for one job; returns when it is next due, or `None` once it is gone.
-    /// A Durable Object per job calls this from its alarm; the sweep calls it for each job.
+    /// The sweep calls it for each due job.
     pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
         let retention = self.config.retention_seconds;
         let Some(job) = self.load(id).await? else {

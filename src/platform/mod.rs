@@ -3,7 +3,7 @@
 //! Each is compiled only for its target; none makes a product decision.
 //!
 //! - `worker`: Cloudflare Workers (`wasm32-unknown-unknown`, workers-rs), job records in a
-//!   Durable Object per job.
+//!   fixed set of Durable Objects (the one `engine::job_object` names).
 //! - `spin`: Spin / wasi:http (`wasm32-wasip2`, spin-sdk, feature `spin`), job records in
 //!   wasi:keyvalue.
 //! - `component`: the `inference` WIT export (`wasm32-wasip2`, feature `component`) for other

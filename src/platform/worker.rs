@@ -1,11 +1,12 @@
 //! Cloudflare Workers adapter (workers-rs). Compiled only for `wasm32-unknown-unknown`.
 //!
-//! Sharding: one Durable Object per job, named by its request id. The engine's
-//! [`Placement`] says where a request runs: stateless routes (predict, queue status, wake,
-//! preflight, every refusal) run in the Worker itself; a submit, status, cancel or inbox
-//! delivery runs in the job's object, whose SQLite storage is the job's [`Store`] and whose
-//! alarm runs [`Engine::sweep`] at the engine's `wake_at`. Idempotent submits derive their id
-//! from the key, so retries reach the same object and its atomic put-if-absent.
+//! Sharding: jobs live in a fixed set of Durable Objects, the one [`job_object`] names from
+//! the request id. The engine's [`Placement`] says where a request runs: stateless routes
+//! (predict, queue status, wake, preflight, every refusal) run in the Worker itself; a submit,
+//! status, cancel or inbox delivery runs in the job's object, whose SQLite storage is the
+//! [`Store`] of its jobs and whose alarm runs [`Engine::sweep`] at the engine's `wake_at`.
+//! Idempotent submits derive their id from the key, so retries reach the same object and its
+//! atomic put-if-absent.
 
 use bytes::Bytes;
 use futures_util::future::{select, Either as Race};
@@ -23,7 +24,7 @@ use worker::{
 
 use crate::engine::config::ConfigCache;
 use crate::engine::{
-    Admission, Body, Config, Ctx, Engine, Error, HttpClient, Outcome, Placement, Store, StoreError, Timer,
+    job_object, Admission, Body, Config, Ctx, Engine, Error, HttpClient, Outcome, Placement, Store, StoreError, Timer,
     Timestamp, TransportError, Version, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS,
 };
 
@@ -340,7 +341,7 @@ async fn forward(
     let mut request = request.map(Full::new);
     let value = HeaderValue::from_str(&hex::encode(entropy)).map_err(|e| worker::Error::RustError(e.to_string()))?;
     request.headers_mut().insert(ENTROPY_HEADER, value);
-    let stub = env.durable_object(JOBS_BINDING)?.id_from_name(request_id)?.get_stub()?;
+    let stub = env.durable_object(JOBS_BINDING)?.id_from_name(&job_object(request_id))?.get_stub()?;
     let response = stub.fetch_with_request(worker::Request::try_from(request)?).await?;
     Ok(response)
 }

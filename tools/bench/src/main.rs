@@ -402,10 +402,21 @@ fn capnp_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
-/// workerd serving the gateway's Worker on one port and the floor Worker on another, its
-/// Durable Objects' SQLite files under `scratch`.
-fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<(Proc, String, String)> {
-    let (gateway_port, floor_port) = (free_port(), free_port());
+/// One workerd process and the base URLs of what it serves.
+struct Workerd {
+    _proc: Proc,
+    /// The gateway's Worker.
+    gateway: String,
+    /// The pass-through JavaScript Worker.
+    floor: String,
+    /// The bare durable-write Worker (`floor/objects.js`).
+    objects: String,
+}
+
+/// workerd serving the gateway's Worker, the floor Worker and the bare durable-write Worker,
+/// each on its own port, their Durable Objects' SQLite files under `scratch`.
+fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
+    let (gateway_port, floor_port, objects_port) = (free_port(), free_port(), free_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     let dir = scratch.join("workerd");
     std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
@@ -413,6 +424,7 @@ fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<(Proc, String,
         ("build/index.js", "index.js"),
         ("build/index_bg.wasm", "index_bg.wasm"),
         ("tools/bench/floor/worker.js", "floor.js"),
+        ("tools/bench/floor/objects.js", "objects.js"),
     ] {
         std::fs::copy(root.join(from), dir.join(to)).map_err(|e| format!("{from}: {e} (make build-worker)"))?;
     }
@@ -426,12 +438,14 @@ const config :Workerd.Config = (
   services = [
     (name = "gateway", worker = .gateway),
     (name = "floor", worker = .floor),
+    (name = "objects", worker = .objects),
     (name = "net", network = (allow = ["public", "private", "local"])),
     (name = "state", disk = (path = {state}, writable = true)),
   ],
   sockets = [
     (name = "gateway", address = "127.0.0.1:{gateway_port}", http = (), service = "gateway"),
     (name = "floor", address = "127.0.0.1:{floor_port}", http = (), service = "floor"),
+    (name = "objects", address = "127.0.0.1:{objects_port}", http = (), service = "objects"),
   ],
 );
 const gateway :Workerd.Worker = (
@@ -448,6 +462,13 @@ const floor :Workerd.Worker = (
   bindings = [(name = "UPSTREAM", text = {upstream})],
   globalOutbound = "net",
 );
+const objects :Workerd.Worker = (
+  modules = [(name = "objects.js", esModule = embed "objects.js")],
+  compatibilityDate = "2026-11-01",
+  bindings = [(name = "RECORDS", durableObjectNamespace = "Records")],
+  durableObjectNamespaces = [(className = "Records", uniqueKey = "bench-Records", enableSql = true)],
+  durableObjectStorage = (localDisk = "state"),
+);
 "#,
         state = capnp_string(&dir.join("state").display().to_string()),
         bindings = bindings.join(", "),
@@ -457,9 +478,11 @@ const floor :Workerd.Worker = (
     let mut command = Command::new(root.join("node_modules/.bin/workerd"));
     command.current_dir(&dir).args(["serve", "config.capnp", "--experimental"]).stdout(Stdio::null());
     let mut proc = Proc::spawn("workerd", command)?;
-    wait_port(&mut proc, gateway_port, Duration::from_secs(30))?;
-    wait_port(&mut proc, floor_port, Duration::from_secs(30))?;
-    Ok((proc, gateway, format!("http://127.0.0.1:{floor_port}")))
+    for port in [gateway_port, floor_port, objects_port] {
+        wait_port(&mut proc, port, Duration::from_secs(30))?;
+    }
+    let floor = format!("http://127.0.0.1:{floor_port}");
+    Ok(Workerd { _proc: proc, gateway, floor, objects: format!("http://127.0.0.1:{objects_port}") })
 }
 
 /// `spin up` of `manifest` with `variables`; the base URL and the time until it listened.
@@ -545,7 +568,7 @@ async fn run() -> Result<()> {
 
     // workerd: the floor and the gateway's Worker, one process.
     {
-        let (_workerd, gateway, floor) = workerd(&root, &up, scratch)?;
+        let Workerd { gateway, floor, objects, .. } = &workerd(&root, &up, scratch)?;
         eprintln!("bench: workerd gateway {gateway}, floor {floor}");
         let floor_call = Call::predict(format!("{floor}{predict}"), Some(upstream_auth.clone()));
         rows.push(Row {
@@ -560,9 +583,17 @@ async fn run() -> Result<()> {
             loads: sync_loads(&call, scratch)?,
         });
         let (submitted, status) = gateway_async(&gateway, &bearer, scratch).await?;
+        // The floor of durable writes on this workerd: a bare Worker, one record per object
+        // (the gateway's layout before) or in a fixed set of 256 (its layout now).
+        let mut bare = serde_json::Map::new();
+        for (name, objects_param) in [("object_per_record", 0), ("fixed_256_objects", 256)] {
+            let submit = format!("{objects}/?objects={objects_param}");
+            let read = |id: &str| format!("{objects}/?objects={objects_param}&k={id}");
+            bare.insert(name.to_owned(), submits(&submit, PREDICT_BODY, read, None).await);
+        }
         extra.insert(
             "workerd".to_owned(),
-            json!({"async": submitted, "status_reads": status,
+            json!({"async": submitted, "status_reads": status, "bare_durable_writes": bare,
                    "streamed_ttfb_ms": {"direct": round(direct_ttfb, 3),
                                         "floor": round(streamed_ttfb(&format!("{floor}{chat}"), &upstream_auth, &[]).await?, 3),
                                         "gateway": round(streamed_ttfb(&format!("{gateway}{chat}"), &bearer, &[]).await?, 3)}}),
@@ -572,7 +603,7 @@ async fn run() -> Result<()> {
     // What bounds durable submits on workerd here: the same, its objects' SQLite files on a
     // tmpfs (not durable across a reboot; a diagnostic, never a deployment).
     if let Ok(tmpfs) = tempfile::tempdir_in("/dev/shm") {
-        let (_workerd, gateway, _) = workerd(&root, &up, tmpfs.path())?;
+        let Workerd { gateway, .. } = &workerd(&root, &up, tmpfs.path())?;
         let submit = format!("{gateway}/models/demo/production/async_predict");
         let status = |id: &str| format!("{gateway}/async_request/{id}");
         let submitted = submits(&submit, r#"{"model_input": {"prompt": "hi"}}"#, status, Some(KEY)).await;
@@ -774,13 +805,11 @@ fn markdown(rows: &[Row], results: &Value) -> String {
         let vs_floor = floor_of(row.runtime).filter(|f| !std::ptr::eq(*f, row));
         let added =
             vs_floor.map_or("–".to_owned(), |f| format!("{:+.2} ms", row.loads[0].p50_ms - f.loads[0].p50_ms));
-        let vs_portkey = portkey.filter(|p| !std::ptr::eq(*p, row) && row.runtime != "direct").map_or(
-            "–".to_owned(),
-            |p| {
+        let vs_portkey =
+            portkey.filter(|p| !std::ptr::eq(*p, row) && row.runtime != "direct").map_or("–".to_owned(), |p| {
                 let each = row.loads.iter().zip(&p.loads);
                 each.map(|(a, b)| ratio(a.requests_per_second, b.requests_per_second)).collect::<Vec<_>>().join(" / ")
-            },
-        );
+            });
         let _ = writeln!(
             line,
             " {} | {} | {} | {} |",
@@ -794,7 +823,10 @@ fn markdown(rows: &[Row], results: &Value) -> String {
     let d = &results["details"];
     let _ = writeln!(md, "\nDurable async submits ({SUBMITTERS} at once, each 201 once its record is durable, every record then read back) and status reads of one job:\n");
     let _ = writeln!(md, "| runtime | submits/s | accepted / found | status reads c=1 req/s | status reads c=16 req/s |\n| --- | --- | --- | --- | --- |");
+    let bare = &d["workerd"]["bare_durable_writes"];
     for (name, a, s) in [
+        ("bare JS Worker, workerd, a new object per record (floor)", &bare["object_per_record"], &Value::Null),
+        ("bare JS Worker, workerd, 256 fixed objects (floor)", &bare["fixed_256_objects"], &Value::Null),
         ("edge-predict Worker, workerd", &d["workerd"]["async"], &d["workerd"]["status_reads"]),
         (
             "edge-predict Worker, workerd, objects' files on tmpfs (diagnostic)",
@@ -822,7 +854,11 @@ fn markdown(rows: &[Row], results: &Value) -> String {
     let _ = writeln!(
         md,
         "| {} | {} | {} | {} | {} |",
-        t["direct"], d["portkey"]["streamed_ttfb_ms"], t["floor"], t["gateway"], d["spin"]["streamed_ttfb_ms"]["gateway"]
+        t["direct"],
+        d["portkey"]["streamed_ttfb_ms"],
+        t["floor"],
+        t["gateway"],
+        d["spin"]["streamed_ttfb_ms"]["gateway"]
     );
     let _ = writeln!(
         md,
