@@ -117,6 +117,15 @@ mod tests {
     }
 
     #[test]
+    fn host_names_are_ascii_or_punycode() {
+        // url's IDNA back end is the ASCII-only stub (Cargo.toml): a Unicode host name is a
+        // clear refusal naming the field, its punycode form works.
+        assert!(validate("https://xn--bcher-kva.example/hook", false).is_ok());
+        let err = validate("https://bücher.example/hook", false).unwrap_err();
+        assert!(matches!(&err, Error::InvalidField { field, .. } if field == FIELD), "{err:?}");
+    }
+
+    #[test]
     fn loopback_only_in_dev_mode_and_http_only_there() {
         for url in [
             "http://127.0.0.1:9000/hook",
