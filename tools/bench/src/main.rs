@@ -326,6 +326,13 @@ async fn streamed_ttfb(url: &str, authorization: &str, headers: &[(&str, String)
     Ok(samples[samples.len() / 2])
 }
 
+/// A Spin start: the time until it listened, then its first request (which instantiates the
+/// component), timed.
+async fn cold_start(listening: Duration, call: &Call) -> Result<Value> {
+    let first = timed(call).await?;
+    Ok(json!({"listening_ms": ms(listening), "first_response_ms": round(first, 3)}))
+}
+
 /// One request, timed.
 async fn timed(call: &Call) -> Result<f64> {
     let http = client();
@@ -617,11 +624,7 @@ async fn run() -> Result<()> {
         let manifest = root.join("tools/bench/floor/spin/spin.toml");
         let (_spin, base, startup) = spin(&manifest, &[("upstream", up.clone())], None, scratch, "floor")?;
         let call = Call::predict(format!("{base}{predict}"), Some(upstream_auth.clone()));
-        let first = timed(&call).await?;
-        spin_extra.insert(
-            "floor_cold".to_owned(),
-            json!({"listening_ms": ms(startup), "first_response_ms": round(first, 3)}),
-        );
+        spin_extra.insert("floor_cold".to_owned(), cold_start(startup, &call).await?);
         rows.push(Row {
             name: "pass-through component, Spin (floor)",
             runtime: "spin",
@@ -632,11 +635,7 @@ async fn run() -> Result<()> {
         let variables = [("edge_predict_config", config("http://127.0.0.1:3000", &up))];
         let (_spin, base, startup) = spin(&root.join("spin.toml"), &variables, None, scratch, "gateway")?;
         let call = Call::predict(format!("{base}{predict}"), Some(bearer.clone()));
-        let first = timed(&call).await?;
-        spin_extra.insert(
-            "gateway_cold".to_owned(),
-            json!({"listening_ms": ms(startup), "first_response_ms": round(first, 3)}),
-        );
+        spin_extra.insert("gateway_cold".to_owned(), cold_start(startup, &call).await?);
         rows.push(Row {
             name: "**edge-predict component, Spin**",
             runtime: "spin",
@@ -666,11 +665,7 @@ async fn run() -> Result<()> {
         let manifest = root.join("examples/consumer/spin.toml");
         let (_spin, base, startup) = spin(&manifest, &variables, None, scratch, "composed")?;
         let call = Call::predict(format!("{base}/predict/demo"), None);
-        let first = timed(&call).await?;
-        spin_extra.insert(
-            "composed_cold".to_owned(),
-            json!({"listening_ms": ms(startup), "first_response_ms": round(first, 3)}),
-        );
+        spin_extra.insert("composed_cold".to_owned(), cold_start(startup, &call).await?);
         rows.push(Row { name: "composed component, Spin", runtime: "spin", loads: sync_loads(&call, scratch)? });
         let submitted =
             submits(&format!("{base}/submit/demo"), r#"{"prompt": "hi"}"#, |id| format!("{base}/status/{id}"), None)
