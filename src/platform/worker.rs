@@ -56,9 +56,26 @@ thread_local! {
     /// An isolate serves many requests: the configuration is parsed once per document and
     /// secrets, not per request.
     static CONFIG: RefCell<ConfigCache> = RefCell::new(ConfigCache::default());
+    /// The configuration last parsed, with the `env` object it came from. An isolate's bindings
+    /// never change (a new variable or secret is a new deployment, so a new isolate), and
+    /// workerd hands every request the same `env` object: the same object needs no second look
+    /// at its document and secrets, which would copy each of them into wasm.
+    static CONFIG_OF_ENV: RefCell<Option<(Env, Rc<Config>)>> = const { RefCell::new(None) };
 }
 
 fn load_config(env: &Env) -> Result<Rc<Config>, Error> {
+    let same = |(seen, config): &(Env, Rc<Config>)| {
+        worker::js_sys::Object::is(seen.as_ref(), env.as_ref()).then(|| Rc::clone(config))
+    };
+    if let Some(config) = CONFIG_OF_ENV.with(|c| c.borrow().as_ref().and_then(same)) {
+        return Ok(config);
+    }
+    let config = read_config(env)?;
+    CONFIG_OF_ENV.with(|c| *c.borrow_mut() = Some((env.clone(), Rc::clone(&config))));
+    Ok(config)
+}
+
+fn read_config(env: &Env) -> Result<Rc<Config>, Error> {
     let doc = env
         .var(CONFIG_VAR)
         .map(|v| v.to_string())
@@ -352,11 +369,13 @@ async fn forward(
 pub struct JobObject {
     state: State,
     env: Env,
+    /// Whether this object's table exists (see [`SqlStore`]).
+    table: Rc<Cell<bool>>,
 }
 
 impl JobObject {
     fn store(&self) -> SqlStore {
-        SqlStore { sql: Some(self.state.storage().sql()) }
+        SqlStore { sql: Some(self.state.storage().sql()), table: Some(Rc::clone(&self.table)) }
     }
 
     /// Moves the alarm to `wake_at` if that is earlier than the one set (or none is).
@@ -374,7 +393,7 @@ impl JobObject {
 
 impl DurableObject for JobObject {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self { state, env, table: Rc::default() }
     }
 
     async fn fetch(&self, request: worker::Request) -> worker::Result<worker::Response> {
@@ -445,34 +464,59 @@ impl DurableObject for JobObject {
 /// The table is created by the first write only: a read for an id that names no job (a
 /// probe, a typo) must not leave a persisted object behind.
 ///
+/// Once the table exists it stays (nothing drops it), so the object remembers that in
+/// `table` and asks SQLite only until then: one statement fewer per store call.
+///
 /// The stateless front has no object: [`SqlStore::STATELESS`] refuses every call, as the
 /// engine's `NoStore` would. One store type keeps one copy of the engine in the Worker's wasm
 /// (a second `Engine<NoStore, _>` cost ~60 KB).
 struct SqlStore {
     sql: Option<SqlStorage>,
+    table: Option<Rc<Cell<bool>>>,
 }
 
 impl SqlStore {
-    const STATELESS: SqlStore = SqlStore { sql: None };
+    const STATELESS: SqlStore = SqlStore { sql: None, table: None };
 
     fn sql(&self) -> Result<&SqlStorage, StoreError> {
         self.sql.as_ref().ok_or_else(|| StoreError::new("no store for a stateless request"))
     }
 
+    fn table_known(&self) -> bool {
+        self.table.as_ref().is_some_and(|t| t.get())
+    }
+
+    fn note_table(&self) {
+        if let Some(t) = &self.table {
+            t.set(true);
+        }
+    }
+
     fn has_table(&self) -> Result<bool, StoreError> {
+        if self.table_known() {
+            return Ok(true);
+        }
         let rows: Vec<Row> = self
             .sql()?
             .exec("SELECT name AS key FROM sqlite_master WHERE type = 'table' AND name = 'entries'", None)
             .and_then(|c| c.to_array())
             .map_err(store_error)?;
+        if !rows.is_empty() {
+            self.note_table();
+        }
         Ok(!rows.is_empty())
     }
 
     fn create_table(&self) -> Result<(), StoreError> {
+        if self.table_known() {
+            return Ok(());
+        }
         self.sql()?
             .exec("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL)", None)
             .map(drop)
-            .map_err(store_error)
+            .map_err(store_error)?;
+        self.note_table();
+        Ok(())
     }
 }
 

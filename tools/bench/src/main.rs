@@ -34,6 +34,8 @@ const KEY: &str = "bench-key";
 const UPSTREAM_KEY: &str = "upstream-dev-key";
 /// The sync predict body (the demo model echoes it).
 const PREDICT_BODY: &str = r#"{"prompt": "hello from make bench", "max_tokens": 16}"#;
+/// The async submit body.
+const ASYNC_BODY: &str = r#"{"model_input": {"prompt": "hi"}}"#;
 /// Seconds of load per measurement (after a warm-up of one second).
 const LOAD_SECONDS: u32 = 4;
 /// Concurrencies of the sync predict load.
@@ -425,6 +427,7 @@ struct Workerd {
 fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
     let (gateway_port, floor_port, objects_port) = (free_port(), free_port(), free_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
+    let objects = format!("http://127.0.0.1:{objects_port}");
     let dir = scratch.join("workerd");
     std::fs::create_dir_all(dir.join("state")).map_err(|e| e.to_string())?;
     for (from, to) in [
@@ -472,14 +475,18 @@ const floor :Workerd.Worker = (
 const objects :Workerd.Worker = (
   modules = [(name = "objects.js", esModule = embed "objects.js")],
   compatibilityDate = "2026-11-01",
-  bindings = [(name = "RECORDS", durableObjectNamespace = "Records")],
+  bindings = [(name = "RECORDS", durableObjectNamespace = "Records"), (name = "UPSTREAM", text = {upstream}),
+              (name = "UPSTREAM_KEY", text = {upstream_key}), (name = "SELF", text = {objects})],
   durableObjectNamespaces = [(className = "Records", uniqueKey = "bench-Records", enableSql = true)],
   durableObjectStorage = (localDisk = "state"),
+  globalOutbound = "net",
 );
 "#,
         state = capnp_string(&dir.join("state").display().to_string()),
         bindings = bindings.join(", "),
         upstream = capnp_string(upstream),
+        upstream_key = capnp_string(UPSTREAM_KEY),
+        objects = capnp_string(&objects),
     );
     std::fs::write(dir.join("config.capnp"), capnp).map_err(|e| e.to_string())?;
     let mut command = Command::new(root.join("node_modules/.bin/workerd"));
@@ -489,7 +496,7 @@ const objects :Workerd.Worker = (
         wait_port(&mut proc, port, Duration::from_secs(30))?;
     }
     let floor = format!("http://127.0.0.1:{floor_port}");
-    Ok(Workerd { _proc: proc, gateway, floor, objects: format!("http://127.0.0.1:{objects_port}") })
+    Ok(Workerd { _proc: proc, gateway, floor, objects })
 }
 
 /// `spin up` of `manifest` with `variables`; the base URL and the time until it listened.
@@ -592,12 +599,18 @@ async fn run() -> Result<()> {
         });
         let (submitted, status) = gateway_async(gateway, &bearer, scratch).await?;
         // The floor of durable writes on this workerd: a bare Worker, one record per object
-        // (the gateway's layout before) or in a fixed set of 256 (its layout now).
+        // (the gateway's layout before) or in a fixed set of 256 (its layout now); and the
+        // same bare Worker doing an async submit's protocol (record, upstream submit, its id
+        // recorded; the upstream's webhook written back), nothing else.
         let mut bare = serde_json::Map::new();
-        for (name, objects_param) in [("object_per_record", 0), ("fixed_256_objects", 256)] {
-            let submit = format!("{objects}/?objects={objects_param}");
-            let read = |id: &str| format!("{objects}/?objects={objects_param}&k={id}");
-            bare.insert(name.to_owned(), submits(&submit, PREDICT_BODY, read, None).await);
+        for (name, query) in [
+            ("object_per_record", "objects=0"),
+            ("fixed_256_objects", "objects=256"),
+            ("submit_protocol", "objects=256&job=1"),
+        ] {
+            let submit = format!("{objects}/?{query}");
+            let read = |id: &str| format!("{objects}/?{query}&k={id}");
+            bare.insert(name.to_owned(), submits(&submit, ASYNC_BODY, read, None).await);
         }
         extra.insert(
             "workerd".to_owned(),
@@ -614,7 +627,7 @@ async fn run() -> Result<()> {
         let Workerd { gateway, .. } = &workerd(&root, &up, tmpfs.path())?;
         let submit = format!("{gateway}/models/demo/production/async_predict");
         let status = |id: &str| format!("{gateway}/async_request/{id}");
-        let submitted = submits(&submit, r#"{"model_input": {"prompt": "hi"}}"#, status, Some(KEY)).await;
+        let submitted = submits(&submit, ASYNC_BODY, status, Some(KEY)).await;
         extra.insert("workerd_in_memory".to_owned(), json!({"async": submitted}));
     }
 
@@ -699,7 +712,7 @@ fn ms(d: Duration) -> f64 {
 async fn gateway_async(base: &str, bearer: &str, scratch: &Path) -> Result<(Value, Value)> {
     let submit = format!("{base}/models/demo/production/async_predict");
     let status = |id: &str| format!("{base}/async_request/{id}");
-    let submitted = submits(&submit, r#"{"model_input": {"prompt": "hi"}}"#, status, Some(KEY)).await;
+    let submitted = submits(&submit, ASYNC_BODY, status, Some(KEY)).await;
     let reads = status_loads(base, &submitted, bearer, scratch)?;
     Ok((submitted, reads))
 }
@@ -823,6 +836,11 @@ fn markdown(rows: &[Row], results: &Value) -> String {
     for (name, a, s) in [
         ("bare JS Worker, workerd, a new object per record (floor)", &bare["object_per_record"], &Value::Null),
         ("bare JS Worker, workerd, 256 fixed objects (floor)", &bare["fixed_256_objects"], &Value::Null),
+        (
+            "bare JS Worker, workerd, 256 objects, a submit's protocol: record, upstream submit, its id, webhook (floor)",
+            &bare["submit_protocol"],
+            &Value::Null,
+        ),
         ("edge-predict Worker, workerd", &d["workerd"]["async"], &d["workerd"]["status_reads"]),
         (
             "edge-predict Worker, workerd, objects' files on tmpfs (diagnostic)",
