@@ -90,6 +90,9 @@ bench: setup build-worker components
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	CARGO_TARGET_DIR=$(CURDIR)/target cargo build --locked --manifest-path tools/bench/floor/spin/Cargo.toml \
 	  --target wasm32-wasip2 --release
+	cd tools/bench/floor/worker-rs && CARGO_TARGET_DIR=$(CURDIR)/target worker-build --release
+	wasm-opt -O $(WASM_OPT_FEATURES) tools/bench/floor/worker-rs/build/index_bg.wasm \
+	  -o tools/bench/floor/worker-rs/build/index_bg.wasm
 	cargo build --locked --release -p local-upstream -p bench
 	npm ci --prefix tools/bench/portkey --no-audit --no-fund --loglevel=error
 	target/release/bench

@@ -5,7 +5,8 @@
 //! - **workerd** itself (the binary wrangler installs, with a generated config; no `wrangler
 //!   dev` proxy) serving the gateway's Worker (release build, Durable Objects on local disk)
 //!   and, as the runtime's floor, a trivial pass-through JavaScript Worker
-//!   (`tools/bench/floor/worker.js`);
+//!   (`tools/bench/floor/worker.js`), beside the same pass-through as a wasm Worker on the
+//!   gateway's workers-rs (`tools/bench/floor/worker-rs`);
 //! - **Portkey's AI gateway** (`@portkey-ai/gateway`, pinned in `tools/bench/portkey`) on the
 //!   Node 22 that `make setup` installs: a Node gateway in front of the same upstream, through
 //!   its pass-through route (`/v1/proxy/…` with `x-portkey-custom-host`);
@@ -418,6 +419,8 @@ struct Workerd {
     gateway: String,
     /// The pass-through JavaScript Worker.
     floor: String,
+    /// The same pass-through in Rust on workers-rs (`floor/worker-rs`).
+    wasm_floor: String,
     /// The bare durable-write Worker (`floor/objects.js`).
     objects: String,
 }
@@ -425,7 +428,7 @@ struct Workerd {
 /// workerd serving the gateway's Worker, the floor Worker and the bare durable-write Worker,
 /// each on its own port, their Durable Objects' SQLite files under `scratch`.
 fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
-    let (gateway_port, floor_port, objects_port) = (free_port(), free_port(), free_port());
+    let (gateway_port, floor_port, objects_port, wasm_floor_port) = (free_port(), free_port(), free_port(), free_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     let objects = format!("http://127.0.0.1:{objects_port}");
     let dir = scratch.join("workerd");
@@ -435,6 +438,8 @@ fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
         ("build/index_bg.wasm", "index_bg.wasm"),
         ("tools/bench/floor/worker.js", "floor.js"),
         ("tools/bench/floor/objects.js", "objects.js"),
+        ("tools/bench/floor/worker-rs/build/index.js", "wasm_floor.js"),
+        ("tools/bench/floor/worker-rs/build/index_bg.wasm", "wasm_floor_bg.wasm"),
     ] {
         std::fs::copy(root.join(from), dir.join(to)).map_err(|e| format!("{from}: {e} (make build-worker)"))?;
     }
@@ -449,6 +454,7 @@ const config :Workerd.Config = (
     (name = "gateway", worker = .gateway),
     (name = "floor", worker = .floor),
     (name = "objects", worker = .objects),
+    (name = "wasm_floor", worker = .wasmFloor),
     (name = "net", network = (allow = ["public", "private", "local"])),
     (name = "state", disk = (path = {state}, writable = true)),
   ],
@@ -456,6 +462,7 @@ const config :Workerd.Config = (
     (name = "gateway", address = "127.0.0.1:{gateway_port}", http = (), service = "gateway"),
     (name = "floor", address = "127.0.0.1:{floor_port}", http = (), service = "floor"),
     (name = "objects", address = "127.0.0.1:{objects_port}", http = (), service = "objects"),
+    (name = "wasm_floor", address = "127.0.0.1:{wasm_floor_port}", http = (), service = "wasm_floor"),
   ],
 );
 const gateway :Workerd.Worker = (
@@ -468,6 +475,12 @@ const gateway :Workerd.Worker = (
 );
 const floor :Workerd.Worker = (
   modules = [(name = "floor.js", esModule = embed "floor.js")],
+  compatibilityDate = "2026-11-01",
+  bindings = [(name = "UPSTREAM", text = {upstream})],
+  globalOutbound = "net",
+);
+const wasmFloor :Workerd.Worker = (
+  modules = [(name = "index.js", esModule = embed "wasm_floor.js"), (name = "index_bg.wasm", wasm = embed "wasm_floor_bg.wasm")],
   compatibilityDate = "2026-11-01",
   bindings = [(name = "UPSTREAM", text = {upstream})],
   globalOutbound = "net",
@@ -492,11 +505,12 @@ const objects :Workerd.Worker = (
     let mut command = Command::new(root.join("node_modules/.bin/workerd"));
     command.current_dir(&dir).args(["serve", "config.capnp", "--experimental"]).stdout(Stdio::null());
     let mut proc = Proc::spawn("workerd", command)?;
-    for port in [gateway_port, floor_port, objects_port] {
+    for port in [gateway_port, floor_port, objects_port, wasm_floor_port] {
         wait_port(&mut proc, port, Duration::from_secs(30))?;
     }
     let floor = format!("http://127.0.0.1:{floor_port}");
-    Ok(Workerd { _proc: proc, gateway, floor, objects })
+    let wasm_floor = format!("http://127.0.0.1:{wasm_floor_port}");
+    Ok(Workerd { _proc: proc, gateway, floor, objects, wasm_floor })
 }
 
 /// `spin up` of `manifest` with `variables`; the base URL and the time until it listened.
@@ -583,13 +597,21 @@ async fn run() -> Result<()> {
 
     // workerd: the floor and the gateway's Worker, one process.
     {
-        let Workerd { gateway, floor, objects, .. } = &workerd(&root, &up, scratch)?;
+        let Workerd { gateway, floor, objects, wasm_floor, .. } = &workerd(&root, &up, scratch)?;
         eprintln!("bench: workerd gateway {gateway}, floor {floor}");
         let floor_call = Call::predict(format!("{floor}{predict}"), Some(upstream_auth.clone()));
         rows.push(Row {
             name: "pass-through JS Worker, workerd (floor)",
             runtime: "workerd",
             loads: sync_loads(&floor_call, scratch)?,
+        });
+        // The same pass-through as a wasm Worker on the gateway's workers-rs: what being wasm
+        // costs on workerd before the gateway does anything.
+        let wasm_floor_call = Call::predict(format!("{wasm_floor}{predict}"), Some(upstream_auth.clone()));
+        rows.push(Row {
+            name: "pass-through Rust Worker (workers-rs), workerd (wasm floor)",
+            runtime: "workerd",
+            loads: sync_loads(&wasm_floor_call, scratch)?,
         });
         let call = Call::predict(format!("{gateway}{predict}"), Some(bearer.clone()));
         rows.push(Row {
