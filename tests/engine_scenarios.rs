@@ -843,6 +843,39 @@ fn results_are_kept_for_the_retention_and_then_gone() {
     assert!(w.snapshot().is_empty(), "record, index and idempotency record are gone: {:?}", w.snapshot().keys());
 }
 
+#[test]
+fn finished_jobs_are_parked_and_a_sweep_reads_only_the_records_with_work_due() {
+    let mut doc = config_doc();
+    doc["retention_seconds"] = json!(3600);
+    let w = World::with_config(doc);
+    let finished: Vec<String> = (0..20)
+        .map(|i| {
+            let id = w.submit(json!({"model_input": i}));
+            w.complete(&id, json!(i));
+            id
+        })
+        .collect();
+    let live = w.submit(json!({"model_input": "still queued"}));
+    let first = w.sweep();
+    assert_eq!(first.parked, 20, "{first:?}");
+
+    // The live job's reconciliations read its record, and no finished one's.
+    w.store.reads.borrow_mut().clear();
+    w.advance_ms(first.wake_at.unwrap().millis() - w.now().millis());
+    let later = w.sweep();
+    assert_eq!((later.ran, later.processed, later.parked), (true, 1, 0), "{later:?}");
+    let reads = w.store.reads.take();
+    assert!(reads.contains(&format!("job/{live}")), "{reads:?}");
+    assert!(finished.iter().all(|id| !reads.contains(&format!("job/{id}"))), "a parked record was read: {reads:?}");
+
+    // Parked is not gone: results are there until retention ends, and then the sweep wakes
+    // for them and deletes them (and everything pointing to them).
+    assert_eq!(w.status(&finished[3])["output"], 3);
+    w.complete(&live, json!("done"));
+    w.run_until(3_700_000, |w| w.snapshot().is_empty());
+    w.call("GET", &format!("/async_request/{}", finished[3]), Value::Null).assert_error(404, "REQUEST_NOT_FOUND");
+}
+
 // ---------- bad input ----------
 
 #[test]

@@ -377,6 +377,13 @@ impl Job {
         due.into_iter().min().unwrap_or(self.created_at)
     }
 
+    /// Whether all that is left is deletion at the end of retention: the job has ended and no
+    /// webhook attempt is due. Nothing gives such a job work again (terminal states never
+    /// move; a delivered or given-up webhook is not resumed), so the sweep parks it.
+    pub fn only_retention_left(&self) -> bool {
+        self.status.is_terminal() && self.webhook.as_ref().is_none_or(|w| w.next_at.is_none())
+    }
+
     /// Kept until retention after the end, and never while a webhook is still being delivered.
     pub fn retained_until(&self, retention_seconds: u64) -> Timestamp {
         match self.finished_at {

@@ -2,6 +2,7 @@
 //! reconciliation and expiry are in `reconcile.rs`; the sweep in `sweep.rs`.
 //!
 //! Store layout: `job/{id}` the record, `due/{id}` the sweep's index of live records,
+//! `kept/{end of retention}/{id}` finished ones with only deletion left (`sweep.rs`),
 //! `idem/{sha256(key id, Idempotency-Key)}` → `{request_id, body_sha256}`.
 //!
 //! Order of work on submit: idempotency record, index, job record (QUEUED, submission pending

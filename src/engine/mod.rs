@@ -160,6 +160,9 @@ pub struct SweepReport {
     pub failed: usize,
     /// Records deleted at the end of retention.
     pub deleted: usize,
+    /// Finished jobs moved out of the due index, to be read again only when their retention
+    /// ends.
+    pub parked: usize,
     /// What went wrong first, for the adapter's log (never sent to a caller).
     pub first_error: Option<String>,
     pub wake_at: Option<Timestamp>,
@@ -362,6 +365,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                         self.note_wake(report.wake_at).await;
                         let body = serde_json::json!({
                             "ran": report.ran, "processed": report.processed, "failed": report.failed, "deleted": report.deleted,
+                            "parked": report.parked,
                             "next_sweep_at": report.wake_at.map(Timestamp::rfc3339),
                         });
                         done(error::json_response(StatusCode::OK, &body))

@@ -5,6 +5,7 @@
 
 use super::clock::Timestamp;
 use super::error::Error;
+use super::job::Job;
 use super::job::{Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
 use super::jobs::{due_key, job_key, move_if_legal, RECONCILE_ON_READ_MS};
 use super::{Engine, HttpClient, Store, SweepReport};
@@ -14,6 +15,28 @@ use super::{Engine, HttpClient, Store, SweepReport};
 const SWEEP_LEASE_MS: u64 = 60_000;
 /// Where alarm-less platforms note their next sweep (see [`Engine::note_wake`]).
 const NEXT_SWEEP_KEY: &str = "sweep/next";
+/// Jobs with nothing left but deletion, parked out of the due index (see [`kept_key`]).
+const KEPT_PREFIX: &str = "kept/";
+
+/// A parked job's entry: `kept/{end of retention, 20 digits}/{id}`. The sweep reads these keys,
+/// not the records they name, until the time in the key comes; so finished jobs kept for their
+/// results cost a sweep one listed key each, not one record read.
+fn kept_key(id: &str, until: Timestamp) -> String {
+    format!("{KEPT_PREFIX}{:020}/{id}", until.millis())
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The end of retention and the id a [`kept_key`] names.
+fn parse_kept_key(key: &str) -> Option<(Timestamp, &str)> {
+    let (until, id) = key.strip_prefix(KEPT_PREFIX)?.split_once('/')?;
+    Some((Timestamp::from_millis(until.parse().ok()?), id))
+}
 
 /// The sweep lease of the window `now` falls in (see [`Engine::sweep`]).
 pub fn sweep_lease_key(now: Timestamp) -> String {
@@ -53,19 +76,42 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 
     async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, report: &mut SweepReport) {
         let now = clock();
-        let ids = match self.store.list("due/").await {
-            Ok(keys) => keys,
-            Err(_) => {
+        let (ids, parked) = match (self.store.list("due/").await, self.store.list(KEPT_PREFIX).await) {
+            (Ok(ids), Ok(parked)) => (ids, parked),
+            _ => {
                 report.failed = 1;
                 report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS * 60));
                 return;
             }
         };
+        for key in parked {
+            let Some((until, id)) = parse_kept_key(&key) else { continue };
+            let now = clock();
+            if until > now {
+                report.wake_at = earliest(report.wake_at, Some(until));
+                continue;
+            }
+            report.processed += 1;
+            match self.forget(id, &key).await {
+                Ok(()) => report.deleted += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert_with(|| format!("job {id}: {e}"));
+                    report.wake_at = earliest(report.wake_at, Some(now.plus_millis(RECONCILE_ON_READ_MS * 30)));
+                }
+            }
+        }
         for key in ids {
             let id = key.trim_start_matches("due/");
             let now = clock();
             let next = match self.load(id).await {
                 Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
+                    let until = job.retained_until(self.config.retention_seconds);
+                    // Nothing left but deletion: parked, so later sweeps read no record for it.
+                    // Best effort: if the store refuses, it stays in the index and comes again.
+                    if job.only_retention_left() && self.park(&job, until).await.is_ok() {
+                        report.parked += 1;
+                    }
                     Some(job.next_due(self.config.retention_seconds))
                 }
                 Ok(_) => {
@@ -89,11 +135,34 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                     Some(now.plus_millis(RECONCILE_ON_READ_MS * 30))
                 }
             };
-            report.wake_at = match (report.wake_at, next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            report.wake_at = earliest(report.wake_at, next);
         }
+    }
+
+    /// Moves a job with only deletion left from the due index to its [`kept_key`]: the new
+    /// entry first, so a crash between the two leaves the job in both (parked again by the
+    /// next sweep), never in neither (kept forever).
+    async fn park(&self, job: &Job, until: Timestamp) -> Result<(), Error> {
+        self.store.put(&kept_key(&job.id, until), Vec::new()).await?;
+        self.store.delete(&due_key(&job.id)).await?;
+        Ok(())
+    }
+
+    /// Deletes a job at the end of its retention, and every key that points to it: the record
+    /// first (once it is gone nothing can read it; the rest are pointers to it), then its large
+    /// output, its idempotency record, and its entry in the due index or among the parked.
+    async fn forget(&self, id: &str, index_key: &str) -> Result<(), Error> {
+        if let Some(job) = self.load(id).await? {
+            self.store.delete(&job_key(id)).await?;
+            if let Some(chunks) = &job.output_chunks {
+                self.delete_output(chunks).await?;
+            }
+            if let Some(record) = &job.idempotency_record {
+                self.store.delete(record).await?;
+            }
+        }
+        self.store.delete(index_key).await?;
+        Ok(())
     }
 
     /// For platforms without alarms (Spin): remembers the earliest wake-up asked for, under
@@ -142,15 +211,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Ok(None);
         };
         if now >= job.retained_until(retention) {
-            // Record first: once it is gone nothing can read it; the rest are pointers to it.
-            self.store.delete(&job_key(id)).await?;
-            if let Some(chunks) = &job.output_chunks {
-                self.delete_output(chunks).await?;
-            }
-            if let Some(record) = &job.idempotency_record {
-                self.store.delete(record).await?;
-            }
-            self.store.delete(&due_key(id)).await?;
+            self.forget(id, &due_key(id)).await?;
             return Ok(None);
         }
         let (mut job, _) = self.refresh(job, now, RECONCILE_EVERY_MS).await?;

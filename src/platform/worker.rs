@@ -605,9 +605,14 @@ impl Store for SqlStore {
         }
         let rows: Vec<Row> = self
             .sql()?
+            // A range on the primary key, so a sweep's listing reads its index, not the table.
+            // Keys are ASCII: every key with the prefix sorts below the prefix and U+10FFFF.
             .exec(
-                "SELECT key FROM entries WHERE substr(key, 1, length(?1)) = ?1",
-                vec![SqlStorageValue::String(prefix.to_owned())],
+                "SELECT key FROM entries WHERE key >= ?1 AND key < ?2",
+                vec![
+                    SqlStorageValue::String(prefix.to_owned()),
+                    SqlStorageValue::String(format!("{prefix}\u{10FFFF}")),
+                ],
             )
             .and_then(|c| c.to_array())
             .map_err(store_error)?;

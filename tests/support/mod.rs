@@ -143,6 +143,8 @@ impl Gate {
 pub struct GatedStore {
     pub inner: MemoryStore,
     pub gate: Rc<Gate>,
+    /// Every key read, in order, for tests of what a call costs.
+    pub reads: Rc<RefCell<Vec<String>>>,
 }
 
 impl std::ops::Deref for GatedStore {
@@ -154,9 +156,11 @@ impl std::ops::Deref for GatedStore {
 
 impl Store for GatedStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.reads.borrow_mut().push(key.to_owned());
         self.inner.get(key).await
     }
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        self.reads.borrow_mut().push(key.to_owned());
         self.inner.get_versioned(key).await
     }
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {

@@ -428,7 +428,8 @@ struct Workerd {
 /// workerd serving the gateway's Worker, the floor Worker and the bare durable-write Worker,
 /// each on its own port, their Durable Objects' SQLite files under `scratch`.
 fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
-    let (gateway_port, floor_port, objects_port, wasm_floor_port) = (free_port(), free_port(), free_port(), free_port());
+    let (gateway_port, floor_port, objects_port, wasm_floor_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     let objects = format!("http://127.0.0.1:{objects_port}");
     let dir = scratch.join("workerd");
