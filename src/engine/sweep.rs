@@ -5,8 +5,7 @@
 
 use super::clock::Timestamp;
 use super::error::Error;
-use super::job::Job;
-use super::job::{Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
+use super::job::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
 use super::jobs::{due_key, job_key, move_if_legal, RECONCILE_ON_READ_MS};
 use super::{Engine, HttpClient, Store, SweepReport};
 

@@ -8,10 +8,10 @@
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response};
-use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
-use super::wasi::{entropy, load_config, now, KvStore, WasiBody, WasiHttp, WasiStream};
+use super::wasi::{entropy, load_config, now, respond_bytes, KvStore, WasiBody, WasiHttp, WasiStream};
 use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, SweepReport, Timer, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
@@ -49,16 +49,10 @@ async fn read_body(incoming: IncomingRequest, limit: usize) -> Result<Bytes, Err
     Ok(Bytes::from(body))
 }
 
+/// The caller sees the whole response before the sweep that may follow.
 async fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
     let (parts, body) = response.into_parts();
-    let entries: Vec<(String, Vec<u8>)> =
-        parts.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
-    let headers = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
-    let outgoing = OutgoingResponse::new(headers);
-    let _ = outgoing.set_status_code(parts.status.as_u16());
-    // The body sink is finished when dropped, at the end of this call: the caller sees the
-    // whole response before the sweep that may follow.
-    let _ = out.set_with_body(outgoing, body.to_vec()).await;
+    respond_bytes(out.into_inner(), &parts, &body);
 }
 
 /// The wall clock and a blocking sleep (one instance serves one request), for held long-polls.

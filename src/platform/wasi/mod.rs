@@ -11,7 +11,7 @@ mod kv;
 
 pub(super) use self::http::WasiHttp;
 #[cfg(feature = "spin")]
-pub(super) use self::http::{WasiBody, WasiStream};
+pub(super) use self::http::{respond_bytes, WasiBody, WasiStream};
 pub(super) use self::kv::KvStore;
 
 use crate::engine::{Config, Error, Timestamp};
