@@ -90,9 +90,11 @@ impl WasiBody {
 /// bytes (one write's worth, all of a status record or an error) go in before the head is
 /// handed over, as [`WasiBody::respond`] does: written after it, they waited out Nagle and the
 /// caller's delayed ACK, up to 40 ms on a third of status reads (`wrk --latency`, p75 19 ms).
+/// A 1xx, 204 or 304 answer has no body and no `Content-Length` (RFC 9110, 8.6).
 #[cfg(feature = "spin")]
 pub(crate) fn respond_bytes(out: ResponseOutparam, head: &http::response::Parts, body: &[u8]) {
-    let outgoing = OutgoingResponse::new(fields(&head.headers, Some(body.len() as u64)));
+    let bodiless = head.status.is_informational() || matches!(head.status.as_u16(), 204 | 304);
+    let outgoing = OutgoingResponse::new(fields(&head.headers, (!bodiless).then_some(body.len() as u64)));
     let _ = outgoing.set_status_code(head.status.as_u16());
     let Ok(sink) = outgoing.body() else { return ResponseOutparam::set(out, Ok(outgoing)) };
     let Ok(stream) = sink.write() else { return ResponseOutparam::set(out, Ok(outgoing)) };

@@ -935,6 +935,8 @@ async fn cors_preflight_and_origins(w: Arc<World>) {
         .send("OPTIONS", path, None, &[("origin", origin), ("access-control-request-method", "POST")], Body::None)
         .await;
     pre.expect(204);
+    // No body, so no framing either (RFC 9110: never a Content-Length on a 204).
+    assert_eq!(pre.header("content-length"), None, "{:?}", pre.headers);
     assert!(pre.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")), "{:?}", pre.headers);
     assert!(
         pre.header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")),
