@@ -50,7 +50,7 @@ async fn read_body(incoming: IncomingRequest, limit: usize) -> Result<Bytes, Err
 }
 
 /// The caller sees the whole response before the sweep that may follow.
-async fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
+fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
     let (parts, body) = response.into_parts();
     respond_bytes(out.into_inner(), &parts, &body);
 }
@@ -70,10 +70,10 @@ impl Timer for SpinTimer {
 }
 
 /// Answers the caller: a body in hand at once, an upstream's as it arrives.
-async fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
+fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
     let (parts, body) = response.into_parts();
     match body {
-        Body::Full(bytes) => send_response(out, Response::from_parts(parts, bytes)).await,
+        Body::Full(bytes) => send_response(out, Response::from_parts(parts, bytes)),
         Body::Upstream(body) => body.respond(out.into_inner(), &parts),
     }
 }
@@ -82,35 +82,35 @@ async fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let config = match load_config() {
         Ok(c) => c,
-        Err(e) => return send_response(out, e.to_response()).await,
+        Err(e) => return send_response(out, e.to_response()),
     };
     // Credentials and announced size first: a refused request reads no body, opens no store.
     let gate = Engine::new(&config, &NoStore, &WasiHttp);
     let mut request = request_head(&incoming);
     let body_limit = match gate.admit(&request, now()) {
-        Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())).await,
+        Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())),
         Admission::Stream { body_limit } => {
             // A sync route: the body streams to the upstream, the answer back, neither gathered.
             let Some(body) = WasiStream::of_caller(&incoming, body_limit) else {
                 let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
-                return send_response(out, gate.refusal(&request, &e, now())).await;
+                return send_response(out, gate.refusal(&request, &e, now()));
             };
             let outcome = gate.handle_stream(request.map(|_| body), Ctx::new(now(), entropy())).await;
-            return respond(out, outcome.response).await;
+            return respond(out, outcome.response);
         }
         Admission::Read { body_limit } => body_limit,
     };
     match read_body(incoming, body_limit).await {
         Ok(body) => *request.body_mut() = body,
-        Err(e) => return send_response(out, gate.refusal(&request, &e, now())).await,
+        Err(e) => return send_response(out, gate.refusal(&request, &e, now())),
     }
     let store = match KvStore::open() {
         Ok(s) => s,
-        Err(e) => return send_response(out, Error::Store(e).to_response()).await,
+        Err(e) => return send_response(out, Error::Store(e).to_response()),
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
     let outcome = engine.handle_held(request, entropy(), &SpinTimer).await;
-    respond(out, outcome.response).await;
+    respond(out, outcome.response);
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;
     if let Some(SweepReport { failed: 1.., first_error, .. }) = engine.sweep_if_due(&now).await {
