@@ -475,7 +475,7 @@ fn every_request_for_a_job_is_placed_in_the_one_object_its_id_names() {
     let w = World::new();
     let place = |req: &http::Request<Bytes>, entropy: [u8; 16]| match w.engine().placement(req, w.now(), entropy) {
         Placement::Job(id) => id,
-        Placement::Stateless => panic!("{} {} placed stateless", req.method(), req.uri()),
+        other => panic!("{} {} placed {other:?}", req.method(), req.uri()),
     };
     let mut objects = std::collections::BTreeSet::new();
     for n in 0u16..2000 {
@@ -1258,9 +1258,14 @@ fn minting_refuses_anything_beyond_the_keys_scope() {
 
 #[test]
 fn a_browser_tokens_own_origins_pass_the_browsers_cors_check() {
-    let w = World::new();
+    // A server key (it lists no origins of its own) mints for the page's origin.
+    let mut doc = config_doc();
+    doc["keys"][1]["operations"] = json!(["predict", "mint_token"]);
+    let w = World::with_config(doc);
     let widget = "https://widget.example";
-    let tok = token(&w, json!({"models": ["demo"], "operations": ["predict"], "origins": [widget]}));
+    let minted = mint(&w, OTHER_KEY, json!({"models": ["demo"], "operations": ["predict"], "origins": [widget]}));
+    assert_eq!(minted.status, 201, "{:?}", minted.body);
+    let tok = minted.json()["token"].as_str().unwrap().to_owned();
     // Preflight carries no credentials: with tokens enabled it is answered for any origin.
     let pre = w.send(with_origin(w.request("OPTIONS", "/models/demo/production/predict", None, ""), widget));
     assert_eq!(pre.status, 204);
@@ -1446,6 +1451,57 @@ fn requests_are_admitted_from_their_head_alone() {
     assert_eq!(head("POST", predict, Some(KEY), 50 << 20, None), Admission::Stream { body_limit: 100 << 20 });
     let sync = "/models/demo/production/sync/v1/chat/completions";
     assert_eq!(refused(head("POST", sync, Some(KEY), (100 << 20) + 1, None)), "PAYLOAD_TOO_LARGE");
+}
+
+/// Every refusal is decided from the head, for every route: one that does not exist or not
+/// for this method, one without credentials, one the key may not use (its operation, its
+/// model, the page's origin). Routes that take no body read at most a small bound, and a
+/// preflight none.
+#[test]
+fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
+    use edge_predict::engine::Admission;
+    let w = World::new();
+    let head = |method: &str, path: &str, key: Option<&str>, origin: Option<&str>| {
+        let mut r = w.request(method, path, key, "");
+        r.headers_mut().insert("content-length", (32usize << 20).into());
+        if let Some(origin) = origin {
+            r.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        match w.engine().admit(&r, w.now()) {
+            Admission::Refuse(e) => e.code().to_owned(),
+            Admission::Read { body_limit } | Admission::Stream { body_limit } => format!("read {body_limit}"),
+        }
+    };
+    let evil = Some("https://evil.example");
+    let cases: [(&str, &str, Option<&str>, Option<&str>, &str); 16] = [
+        ("POST", "/nope", None, None, "NOT_FOUND"),
+        ("GET", "/models/demo/production/predict", None, None, "METHOD_NOT_ALLOWED"),
+        ("OPTIONS", "/models/demo/production/predict", None, None, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/_sweep", None, None, "UNAUTHORIZED"),
+        ("POST", "/_sweep", Some(OTHER_KEY), None, "FORBIDDEN"),
+        ("POST", "/_sweep", Some(KEY), None, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/browser_tokens", None, None, "UNAUTHORIZED"),
+        ("POST", "/browser_tokens", Some(KEY), None, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/v1/chat/completions", None, None, "UNAUTHORIZED"),
+        ("POST", "/v1/chat/completions", Some(NARROW_KEY), None, "FORBIDDEN"),
+        ("POST", "/models/demo/production/wake", None, None, "UNAUTHORIZED"),
+        ("GET", "/models/demo/production/async_queue_status", Some(KEY), None, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/models/demo/production/async_predict", Some(NARROW_KEY), None, "FORBIDDEN"),
+        ("POST", "/chains/demo-chain/production/run_remote", Some(NARROW_KEY), None, "FORBIDDEN"),
+        ("POST", "/models/demo/production/async_predict", Some(KEY), evil, "FORBIDDEN"),
+        ("GET", "/models/demo/async_request/0123456789abcdef0123456789abcdef", Some(KEY), evil, "FORBIDDEN"),
+    ];
+    for (method, path, key, origin, expected) in cases {
+        assert_eq!(head(method, path, key, origin), expected, "{method} {path} {key:?} {origin:?}");
+    }
+    let small = |method: &str, path: &str, key: Option<&str>| {
+        let r = w.request(method, path, key, "");
+        w.engine().admit(&r, w.now())
+    };
+    assert_eq!(small("OPTIONS", "/anything", None), Admission::Read { body_limit: 0 });
+    for (method, path) in [("POST", "/_sweep"), ("POST", "/browser_tokens"), ("POST", "/models/demo/production/wake")] {
+        assert_eq!(small(method, path, Some(KEY)), Admission::Read { body_limit: 16 * 1024 }, "{path}");
+    }
 }
 
 #[test]

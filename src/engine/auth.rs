@@ -5,7 +5,7 @@ use http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
 use super::clock::Timestamp;
-use super::config::{ApiKey, Config};
+use super::config::{sees, ApiKey, Config};
 use super::error::Error;
 use super::job::Job;
 use super::route::{Operation, Subject};
@@ -45,15 +45,14 @@ pub fn authenticate(config: &Config, headers: &HeaderMap, now: Timestamp) -> Res
 
 /// Which jobs a caller sees: a key, the jobs it created and those its browser tokens created
 /// (unless configured with `"jobs": "all"`); a browser token, the jobs it created and the one
-/// job it is bound to. Any other job is answered exactly as one that does not exist (404), so
-/// a caller cannot even learn that another's job is there.
+/// job it is bound to, if its key can see that job (a binding narrows, it never widens). Any
+/// other job is answered exactly as one that does not exist (404), so a caller cannot even
+/// learn that another's job is there.
 pub fn authorize_job(key: &ApiKey, job: &Job) -> Result<(), Error> {
-    let own = job.key_id == key.id;
-    let visible = match &key.token {
-        Some(binding) => own || binding.request_id.as_deref() == Some(job.id.as_str()),
-        None => key.all_jobs || own || job.key_id.strip_prefix(key.id.as_str()).is_some_and(|t| t.starts_with('~')),
-    };
-    if visible {
+    let bound = key.token.as_ref().is_some_and(|t| {
+        t.request_id.as_deref() == Some(job.id.as_str()) && sees(&t.parent, t.parent_all_jobs, &job.key_id)
+    });
+    if key.created(&job.key_id) || bound {
         Ok(())
     } else {
         Err(Error::RequestNotFound { request_id: job.id.clone() })

@@ -51,14 +51,15 @@ pub(crate) fn due_key(id: &str) -> String {
 }
 
 /// A new job's id: random, or with an `Idempotency-Key`, an HMAC under the gateway's
-/// `id_secret` of the API key's id (stable when the key itself is rotated) and the idempotency
-/// key. Every retry lands on the same id and, on sharded platforms, the same place (where the
+/// `id_secret` of the API key's id (stable when the key itself is rotated; a browser token's
+/// key's, so a page that re-mints its token and retries still submits once) and the
+/// idempotency key. Every retry lands on the same id and, on sharded platforms, the same place (where the
 /// idempotency record then refuses the same key for another route); without the secret no
 /// one can compute another caller's ids.
 pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestamp, entropy: [u8; 16]) -> String {
     match (auth::authenticate(config, headers, now), idempotency_key(headers)) {
         (Ok(key), Ok(Some(idem))) => {
-            let message = format!("idempotency\n{}\n{idem}", key.id);
+            let message = format!("idempotency\n{}\n{idem}", key.tenant());
             hex::encode(&hmac_sha256(config.id_secret.expose().as_bytes(), message.as_bytes())[..16])
         }
         _ => hex::encode(entropy),
@@ -161,7 +162,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 
         let mut idempotency_record = None;
         if let Some(idem) = idempotency {
-            let record_key = format!("idem/{}", hex::encode(sha256(format!("{}\n{idem}", key.id).as_bytes())));
+            let record_key = format!("idem/{}", hex::encode(sha256(format!("{}\n{idem}", key.tenant()).as_bytes())));
             let body_hash = hex::encode(sha256(body));
             // The same key is for one request: another body, model, chain or target is a 409.
             let route = format!("{}/{}/{}", subject.kind(), subject.id(), target.path());
@@ -327,10 +328,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         id: &str,
         now: Timestamp,
     ) -> Result<Outcome<H::Body>, Error> {
-        let job = self.load_visible(id, subject, now).await?;
-        // What the key may do at all first (that reveals nothing about the job), then whether
-        // it may see this job (404 if not), then the job's model or chain.
+        // What the key may do at all first, so that the answer is the same whether or not the
+        // job exists; then whether it may see this job (404 if not), then the job's model.
         auth::authorize_operation(key, Operation::Cancel, origin)?;
+        let job = self.load_visible(id, subject, now).await?;
         auth::authorize_job(key, &job)?;
         auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
         let (job, _) = self.refresh(job, now, u64::MAX).await?;

@@ -54,14 +54,18 @@ pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 pub const SYNC_BODY_LIMIT: usize = 100 * 1024 * 1024;
 
 /// Where a request must run, for platforms that spread jobs over places with their own store
-/// (Durable Objects on Workers, see [`job_object`]). Everything else needs no store at all.
+/// (Durable Objects on Workers, see [`job_object`]), and whether it needs a store at all: a
+/// request placed [`Placement::Stateless`] runs with [`NoStore`], opens no store and runs no sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// Needs no job state: run it anywhere, with [`NoStore`].
     Stateless,
-    /// Touches exactly the job with this request id (a submit creates it under this id), in
-    /// the place [`job_object`] names.
+    /// Touches exactly the job with this request id (a submit creates it under this id; a
+    /// token minted bound to it is checked against it), in the place [`job_object`] names.
     Job(String),
+    /// Needs the store of the place it runs in, but no particular job: `POST /_sweep`. (On
+    /// Workers each place sweeps itself at its alarm, so there it is answered stateless.)
+    Store,
 }
 
 /// How many places jobs are spread over: [`job_object`] names one of these.
@@ -192,10 +196,11 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         Self { config, store, http }
     }
 
-    /// Where `request` must run, decided from its head alone (method, path, headers).
-    /// A submit's request id is decided here: the same `entropy` given to [`Engine::handle`]
-    /// yields the same id, and an `Idempotency-Key` always yields the same id for the same key.
-    pub fn placement<B>(&self, request: &Request<B>, now: Timestamp, entropy: [u8; 16]) -> Placement {
+    /// Where `request` must run, decided from its head (and, for a token minted bound to a
+    /// job, the `request_id` in its body). A submit's request id is decided here: the same
+    /// `entropy` given to [`Engine::handle`] yields the same id, and an `Idempotency-Key`
+    /// always yields the same id for the same key.
+    pub fn placement(&self, request: &Request<Bytes>, now: Timestamp, entropy: [u8; 16]) -> Placement {
         match self.route(request) {
             Ok(Route::AsyncPredict { .. }) => {
                 Placement::Job(jobs::new_request_id(self.config, request.headers(), now, entropy))
@@ -205,48 +210,80 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                 | Route::Cancel { request_id, .. }
                 | Route::WebhookInbox { request_id, .. },
             ) if jobs::is_request_id(&request_id) => Placement::Job(request_id),
+            Ok(Route::MintToken) => {
+                tokens::bound_request_id(request.body()).map_or(Placement::Stateless, Placement::Job)
+            }
+            Ok(Route::Sweep) => Placement::Store,
             _ => Placement::Stateless,
         }
     }
 
-    /// The admission of a request, from its head alone: job routes need valid credentials (a
-    /// gateway key, or for the inbox its job's URL and a signature header) and a `Content-Length` within their
-    /// route's limit (async submits: `async_body_limit_bytes`; status and cancel: a small one).
-    /// Adapters check this before reading the body or touching a store, and read at most
-    /// `body_limit` bytes. (The inbox's signature itself needs the body: adapters that can
-    /// verify before touching job state do so with [`Engine::verify_inbox_if_inbox`].)
+    /// The admission of a request, from its head alone. Every route but the preflight needs
+    /// valid credentials: a gateway key scoped to the route's operation, its model or chain
+    /// and the request's origin, or for the inbox its job's URL and a signature header. A
+    /// `Content-Length` must be within the route's limit: async submits
+    /// `async_body_limit_bytes`, the OpenAI front door and the inbox [`MAX_REQUEST_BODY`], sync
+    /// routes [`SYNC_BODY_LIMIT`] (streamed), routes that take no body a small bound, and a
+    /// preflight none. Adapters check this before reading the body or touching a store, and
+    /// read at most `body_limit` bytes; so every refusal reads no body and touches no store.
+    /// (The inbox's signature itself needs the body: adapters verify it before touching job
+    /// state, with [`Engine::verify_inbox_if_inbox`].)
     pub fn admit<B>(&self, request: &Request<B>, now: Timestamp) -> Admission {
         let length =
             header_str(request.headers(), header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-        let key = || auth::authenticate(self.config, request.headers(), now).err();
-        let (limit, refused) = match self.route(request) {
-            Ok(Route::Predict { .. } | Route::Sync { .. } | Route::WebSocket { .. }) => {
-                return match (key(), length) {
-                    (Some(e), _) => Admission::Refuse(e),
-                    (None, Some(n)) if n > SYNC_BODY_LIMIT => {
+        let route = match self.route(request) {
+            Ok(route) => route,
+            Err(e) => return Admission::Refuse(e),
+        };
+        let refused = match &route {
+            Route::Preflight => None,
+            Route::WebhookInbox { request_id, token } => {
+                inbox::check_inbox_url(self.config, request_id, token.as_deref()).err().or_else(|| {
+                    let signed = header_str(request.headers(), "x-baseten-signature").is_some();
+                    (!signed).then(|| Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
+                })
+            }
+            route => self.admit_caller(route, request.headers(), now).err(),
+        };
+        if let Some(e) = refused {
+            return Admission::Refuse(e);
+        }
+        let limit = match route {
+            Route::Predict { .. } | Route::Sync { .. } | Route::WebSocket { .. } => {
+                return match length {
+                    Some(n) if n > SYNC_BODY_LIMIT => {
                         Admission::Refuse(Error::PayloadTooLarge { limit: SYNC_BODY_LIMIT })
                     }
-                    (None, _) => Admission::Stream { body_limit: SYNC_BODY_LIMIT },
+                    _ => Admission::Stream { body_limit: SYNC_BODY_LIMIT },
                 };
             }
-            Ok(Route::AsyncPredict { .. }) => (self.config.async_body_limit, key()),
-            Ok(Route::OpenAi { .. }) => (MAX_REQUEST_BODY, key()),
-            Ok(Route::Status { .. } | Route::Cancel { .. }) => (NO_BODY_LIMIT, key()),
-            Ok(Route::WebhookInbox { request_id, token }) => {
-                let refused = inbox::check_inbox_url(self.config, &request_id, token.as_deref()).err().or_else(|| {
-                    header_str(request.headers(), "x-baseten-signature")
-                        .is_none()
-                        .then(|| Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
-                });
-                (MAX_REQUEST_BODY, refused)
-            }
-            _ => (MAX_REQUEST_BODY, None),
+            Route::AsyncPredict { .. } => self.config.async_body_limit,
+            Route::OpenAi { .. } | Route::WebhookInbox { .. } => MAX_REQUEST_BODY,
+            Route::Status { .. }
+            | Route::Cancel { .. }
+            | Route::QueueStatus { .. }
+            | Route::Wake { .. }
+            | Route::MintToken
+            | Route::Sweep => NO_BODY_LIMIT,
+            Route::Preflight => 0,
         };
-        match (refused, length) {
-            (Some(e), _) => Admission::Refuse(e),
-            (None, Some(n)) if n > limit => Admission::Refuse(Error::PayloadTooLarge { limit }),
-            (None, _) => Admission::Read { body_limit: limit },
+        match length {
+            Some(n) if n > limit => Admission::Refuse(Error::PayloadTooLarge { limit }),
+            _ => Admission::Read { body_limit: limit },
         }
+    }
+
+    /// The caller of a route that needs a key, scoped to the route's operation, the model or
+    /// chain its path names and the request's origin.
+    fn admit_caller(&self, route: &Route, headers: &HeaderMap, now: Timestamp) -> Result<config::ApiKey, Error> {
+        let key = auth::authenticate(self.config, headers, now)?;
+        let origin = header_str(headers, header::ORIGIN.as_str());
+        let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
+        match route.subject() {
+            Some(subject) => auth::authorize(&key, op, subject, origin)?,
+            None => auth::authorize_operation(&key, op, origin)?,
+        }
+        Ok(key)
     }
 
     /// For an inbox delivery whose body has been read (any other request passes): its
@@ -276,10 +313,18 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
 
     /// Handles one gateway request. Never panics on any input; every refusal is a 4xx with
     /// `code` and `message`, and a refused request changes nothing in the store.
+    ///
+    /// Its time is `ctx.now` throughout; a host that has a clock gives it with
+    /// [`Engine::handle_held`], so that a sweep (`POST /_sweep`) claims work at the time it
+    /// reaches it.
     pub async fn handle(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
+        self.handle_timed(request, ctx, &|| ctx.now).await
+    }
+
+    async fn handle_timed(&self, request: Request<Bytes>, ctx: Ctx, clock: &dyn Fn() -> Timestamp) -> Outcome<H::Body> {
         let origin = header_str(request.headers(), header::ORIGIN.as_str()).map(str::to_owned);
         let cors = origin.as_deref().is_some_and(|o| self.cors_allowed(&request, o, ctx.now));
-        with_cors(self.dispatch(request, ctx, cors).await, origin.as_deref(), cors)
+        with_cors(self.dispatch(request, ctx, cors, clock).await, origin.as_deref(), cors)
     }
 
     /// Handles a sync route ([`Admission::Stream`]) whose body streams to the upstream as it
@@ -309,7 +354,13 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         }
     }
 
-    async fn dispatch(&self, request: Request<Bytes>, ctx: Ctx, cors: bool) -> Result<Outcome<H::Body>, Error> {
+    async fn dispatch(
+        &self,
+        request: Request<Bytes>,
+        ctx: Ctx,
+        cors: bool,
+        clock: &dyn Fn() -> Timestamp,
+    ) -> Result<Outcome<H::Body>, Error> {
         let route = self.route(&request)?;
         let done = |response: Response<Bytes>| Ok(Outcome::new(full(response), None));
         match route {
@@ -355,13 +406,13 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     }
                     Route::MintToken => {
                         auth::authorize_operation(key, op, origin)?;
-                        done(tokens::mint(self.config, key, &request, ctx.now, ctx.entropy)?)
+                        done(self.mint_token(key, &request, ctx.now, ctx.entropy).await?)
                     }
                     Route::Sweep => {
                         auth::authorize_operation(key, op, origin)?;
-                        // The request's time: a sweep's claims are made when it reaches each
-                        // job, and this route's clock is the request's.
-                        let report = self.sweep(&|| ctx.now).await;
+                        // The host's clock, not the request's: a long sweep claims each job's
+                        // work at the time it reaches it.
+                        let report = self.sweep(clock).await;
                         self.note_wake(report.wake_at).await;
                         let body = serde_json::json!({
                             "ran": report.ran, "processed": report.processed, "failed": report.failed, "deleted": report.deleted,
@@ -395,7 +446,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
             *again.uri_mut() = parts.uri.clone();
             *again.headers_mut() = parts.headers.clone();
             let ctx = Ctx { now: timer.now(), entropy, received_at };
-            let outcome = self.handle(again, ctx).await;
+            let outcome = self.handle_timed(again, ctx, &|| timer.now()).await;
             // Every wake-up asked for on the way is kept, not only the last one.
             wake_at = match (wake_at, outcome.wake_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),

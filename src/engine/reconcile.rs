@@ -29,8 +29,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         wait_ms: u64,
     ) -> Result<Outcome<H::Body>, Error> {
         let now = ctx.now;
-        let job = self.load_visible(id, subject, now).await?;
+        // What the key may do at all first, so that the answer is the same whether or not the
+        // job exists; then whether it may see this job (404 if not), then the job's model.
         auth::authorize_operation(key, Operation::Status, origin)?;
+        let job = self.load_visible(id, subject, now).await?;
         auth::authorize_job(key, &job)?;
         auth::authorize(key, Operation::Status, &job.subject, origin)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;

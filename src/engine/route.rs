@@ -182,6 +182,20 @@ impl Route {
         }
     }
 
+    /// The model or chain the path names, if any.
+    pub fn subject(&self) -> Option<&Subject> {
+        match self {
+            Self::Predict { subject, .. }
+            | Self::AsyncPredict { subject, .. }
+            | Self::QueueStatus { subject, .. }
+            | Self::Wake { subject, .. }
+            | Self::Sync { subject, .. }
+            | Self::WebSocket { subject, .. } => Some(subject),
+            Self::Status { subject, .. } | Self::Cancel { subject, .. } => subject.as_ref(),
+            Self::OpenAi { .. } | Self::WebhookInbox { .. } | Self::Sweep | Self::MintToken | Self::Preflight => None,
+        }
+    }
+
     /// Parses a request line. `host` is the `Host` header (or URI authority), if any.
     pub fn parse(method: &Method, host: Option<&str>, path: &str) -> Result<Self, Error> {
         Self::parse_with(method, host, path, &|_| false)

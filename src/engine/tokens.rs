@@ -17,11 +17,14 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use url::Url;
 
+use super::auth;
 use super::clock::Timestamp;
-use super::config::{ApiKey, BrowserTokens, Config, Scope, TokenBinding};
+use super::config::{is_safe_name, ApiKey, BrowserTokens, Config, Scope, TokenBinding};
 use super::error::{json_response, Error};
+use super::jobs::is_request_id;
 use super::route::{Operation, Subject};
 use super::signature::sha256;
+use super::{Engine, HttpClient, Store};
 
 pub const TOKEN_PREFIX: &str = "ept_";
 
@@ -39,6 +42,21 @@ struct Claims {
     origins: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rid: Option<String>,
+    /// The page's session or user, chosen by the backend: tokens minted with the same one
+    /// own the same jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ses: Option<String>,
+}
+
+impl Claims {
+    /// The id the token acts as: `{key}~s.{session}` when minted with a session, so every
+    /// token of that session owns the same jobs; else `{key}~{token id}`.
+    fn caller_id(&self) -> String {
+        match &self.ses {
+            Some(session) => format!("{}~s.{session}", self.kid),
+            None => format!("{}~{}", self.kid, self.jti),
+        }
+    }
 }
 
 fn mac(secret: &str, signed: &str) -> Hmac<Sha256> {
@@ -62,16 +80,23 @@ pub fn verify(config: &Config, token: &str, now: Timestamp) -> Result<ApiKey, Er
     }
     // Revoked with its key: a token outlives neither the key nor the key's scope.
     let parent = config.keys.iter().find(|k| k.id == claims.kid).ok_or_else(invalid)?;
-    let id = format!("{}~{}", claims.kid, claims.jti);
+    let id = claims.caller_id();
+    // Within the key's origins, where the key lists any (a server key lists none).
+    let origins =
+        claims.origins.into_iter().filter(|o| parent.origins.is_empty() || parent.origins.allows(o)).collect();
     Ok(ApiKey {
         sha256: sha256(id.as_bytes()),
         id,
         models: intersect(&parent.models, claims.models),
         chains: intersect(&parent.chains, claims.chains),
         operations: Some(claims.ops.into_iter().filter(|op| parent.allows_operation(*op)).collect()),
-        origins: Scope::from_list(claims.origins),
+        origins: Scope::from_list(origins),
         all_jobs: false,
-        token: Some(TokenBinding { request_id: claims.rid }),
+        token: Some(TokenBinding {
+            request_id: claims.rid,
+            parent: parent.id.clone(),
+            parent_all_jobs: parent.all_jobs,
+        }),
     })
 }
 
@@ -79,25 +104,60 @@ fn intersect(parent: &Scope, names: Vec<String>) -> Scope {
     Scope::from_list(names.into_iter().filter(|n| n != "*" && parent.allows(n)).collect())
 }
 
-/// `POST /browser_tokens`: validates the requested scope against the minting key and signs.
-pub(crate) fn mint(
-    config: &Config,
+/// The job a mint request binds its token to, if it names one: the job's place is where the
+/// mint runs ([`Engine::placement`]), so the binding can be checked against the job itself.
+pub(crate) fn bound_request_id(body: &[u8]) -> Option<String> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    body.get("request_id")?.as_str().filter(|id| is_request_id(id)).map(str::to_owned)
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    /// `POST /browser_tokens`: the requested scope checked against the minting key, the job it
+    /// binds to checked against what the key can see, then signed.
+    pub(crate) async fn mint_token(
+        &self,
+        key: &ApiKey,
+        request: &Request<Bytes>,
+        now: Timestamp,
+        entropy: [u8; 16],
+    ) -> Result<http::Response<Bytes>, Error> {
+        let (settings, claims) = claims(self.config, key, request.body(), now, entropy)?;
+        if let Some(id) = &claims.rid {
+            // A token bound to a job its key cannot see would be refused at every use; it is
+            // refused here too, as that job is (404, as for a job that does not exist).
+            let job = self.load_visible(id, None, now).await?;
+            auth::authorize_job(key, &job)?;
+        }
+        let signed = format!("{TOKEN_PREFIX}{}", B64.encode(serde_json::to_vec(&claims).unwrap_or_default()));
+        let signature = B64.encode(mac(&settings.secret, &signed).finalize().into_bytes());
+        let body = json!({
+            "token": format!("{signed}.{signature}"),
+            "token_id": format!("{}~{}", claims.kid, claims.jti),
+            "expires_at": Timestamp::from_millis(claims.exp).rfc3339(),
+        });
+        Ok(json_response(StatusCode::CREATED, &body))
+    }
+}
+
+/// The claims of the token a mint request asks for, each within the minting key's scope.
+fn claims<'c>(
+    config: &'c Config,
     key: &ApiKey,
-    request: &Request<Bytes>,
+    body: &[u8],
     now: Timestamp,
     entropy: [u8; 16],
-) -> Result<http::Response<Bytes>, Error> {
+) -> Result<(&'c BrowserTokens, Claims), Error> {
     let settings: &BrowserTokens =
         config.browser_tokens.as_ref().ok_or_else(|| Error::NotFound { what: "POST /browser_tokens".to_owned() })?;
     if key.token.is_some() {
         return Err(Error::Forbidden { message: "a browser token cannot mint tokens".to_owned() });
     }
-    let body: Value = serde_json::from_slice(request.body())
+    let body: Value = serde_json::from_slice(body)
         .map_err(|e| Error::MalformedJson { message: format!("request body is not valid JSON: {e}") })?;
     let Value::Object(obj) = body else {
         return Err(Error::MalformedJson { message: "request body must be a JSON object".to_owned() });
     };
-    const FIELDS: [&str; 6] = ["models", "chains", "operations", "origins", "ttl_seconds", "request_id"];
+    const FIELDS: [&str; 7] = ["models", "chains", "operations", "origins", "ttl_seconds", "request_id", "session"];
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Error::invalid(k.clone(), format!("unknown field; expected one of {}", FIELDS.join(", "))));
     }
@@ -156,6 +216,9 @@ pub(crate) fn mint(
         if !ok {
             return Err(Error::invalid("origins", format!("'{origin}' is not an origin like https://app.example.com")));
         }
+        if !(key.origins.is_empty() || key.origins.allows(origin)) {
+            return Err(Error::invalid("origins", format!("'{origin}' is not among this key's origins")));
+        }
     }
     let ttl = match obj.get("ttl_seconds") {
         None | Some(Value::Null) => 600.min(settings.max_ttl_seconds),
@@ -165,18 +228,17 @@ pub(crate) fn mint(
     };
     let rid = match obj.get("request_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) if super::jobs::is_request_id(id) => Some(id.clone()),
+        Some(Value::String(id)) if is_request_id(id) => Some(id.clone()),
         Some(_) => return Err(Error::invalid("request_id", "must be a request id (32 lowercase hex)")),
     };
-    let exp = now.plus_secs(ttl);
-    let claims =
-        Claims { kid: key.id.clone(), jti: hex::encode(entropy), exp: exp.millis(), models, chains, ops, origins, rid };
-    let signed = format!("{TOKEN_PREFIX}{}", B64.encode(serde_json::to_vec(&claims).unwrap_or_default()));
-    let signature = B64.encode(mac(&settings.secret, &signed).finalize().into_bytes());
-    let body = json!({
-        "token": format!("{signed}.{signature}"),
-        "token_id": format!("{}~{}", claims.kid, claims.jti),
-        "expires_at": exp.rfc3339(),
-    });
-    Ok(json_response(StatusCode::CREATED, &body))
+    let ses = match obj.get("session") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_safe_name(s) => Some(s.clone()),
+        Some(_) => return Err(Error::invalid("session", "must be 1 to 64 letters, digits, '-', '_' or '.'")),
+    };
+    let exp = now.plus_secs(ttl).millis();
+    Ok((
+        settings,
+        Claims { kid: key.id.clone(), jti: hex::encode(entropy), exp, models, chains, ops, origins, rid, ses },
+    ))
 }

@@ -2,8 +2,10 @@
 //! `spin` feature; exports `wasi:http/incoming-handler@0.2.0`.
 //!
 //! Spin has no alarms and no work after a request, so the response is sent first and then, in
-//! the same invocation, the engine's sweep runs if one is due ([`Engine::sweep_if_due`]);
-//! `POST /_sweep` (any gateway key) runs it on demand for a cron trigger or any scheduler.
+//! the same invocation, the engine's sweep runs if one is due ([`Engine::sweep_if_due`]) after
+//! a request that used the store; `POST /_sweep` (a key with the `sweep` operation) runs it on
+//! demand for a cron trigger or any scheduler. A request refused, or placed stateless, opens
+//! no store and runs no sweep.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,7 +14,7 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 use super::wasi::{entropy, load_config, now, respond_bytes, KvStore, WasiBody, WasiHttp, WasiStream};
-use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, SweepReport, Timer, Timestamp};
+use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement, SweepReport, Timer, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -104,12 +106,22 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         Ok(body) => *request.body_mut() = body,
         Err(e) => return send_response(out, gate.refusal(&request, &e, now())),
     }
+    // A forged delivery is refused before the store is opened.
+    if let Err(e) = gate.verify_inbox_if_inbox(&request) {
+        return send_response(out, gate.refusal(&request, &e, now()));
+    }
+    let entropy = entropy();
+    if gate.placement(&request, now(), entropy) == Placement::Stateless {
+        // A preflight, `/v1`, a token minted unbound: no store opened, no sweep run.
+        let outcome = gate.handle(request, Ctx::new(now(), entropy)).await;
+        return respond(out, outcome.response);
+    }
     let store = match KvStore::open() {
         Ok(s) => s,
         Err(e) => return send_response(out, Error::Store(e).to_response()),
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
-    let outcome = engine.handle_held(request, entropy(), &SpinTimer).await;
+    let outcome = engine.handle_held(request, entropy, &SpinTimer).await;
     respond(out, outcome.response);
     // After the response: remember when the engine wants to run again, and run what is due.
     engine.note_wake(outcome.wake_at).await;

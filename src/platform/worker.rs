@@ -328,7 +328,8 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
     };
     let placement = engine.placement(&request, now(), entropy);
     match placement {
-        Placement::Stateless => {
+        // Each object sweeps itself at its alarm: `/_sweep` has no store to sweep here.
+        Placement::Stateless | Placement::Store => {
             let outcome = engine.handle(request, Ctx::new(now(), entropy)).await;
             Ok(into_response(outcome.response))
         }

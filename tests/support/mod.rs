@@ -45,7 +45,8 @@ pub fn config_doc() -> Value {
     json!({
         "public_base_url": "https://gw.example",
         "keys": [
-            {"id": "main", "sha256": sha256_hex(KEY), "models": ["*"], "chains": ["*"], "origins": ["https://app.example"]},
+            {"id": "main", "sha256": sha256_hex(KEY), "models": ["*"], "chains": ["*"], "origins": ["https://app.example"],
+             "operations": ["predict", "async_predict", "status", "cancel", "queue_status", "wake", "sync", "sweep", "mint_token"]},
             {"id": "other", "sha256": sha256_hex(OTHER_KEY), "models": ["*"], "chains": ["*"]},
             {"id": "narrow", "sha256": sha256_hex(NARROW_KEY), "models": ["demo"], "operations": ["predict", "status"]}
         ],

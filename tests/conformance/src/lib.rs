@@ -122,7 +122,7 @@ impl GatewaySpec {
 
 /// The gateway keys of the test configuration (their SHA-256 is in the document).
 pub mod keys {
-    /// Every model, chain and operation.
+    /// Every model, chain and operation ([`super::ALL_OPERATIONS`]).
     pub const FULL: &str = "conformance-full-key";
     /// Like FULL, a different key: idempotency keys are scoped per API key.
     pub const OTHER: &str = "conformance-other-key";
@@ -131,6 +131,11 @@ pub mod keys {
     /// Not configured at all.
     pub const UNKNOWN: &str = "conformance-unknown-key";
 }
+
+/// Every operation, the operator's `sweep` and `mint_token` included (omitted, a key has all
+/// but those two).
+pub const ALL_OPERATIONS: [&str; 9] =
+    ["predict", "async_predict", "status", "cancel", "queue_status", "wake", "sync", "sweep", "mint_token"];
 
 /// The one browser origin the narrow key may be used from.
 pub const BROWSER_ORIGIN: &str = "https://app.conformance.example";
@@ -255,8 +260,8 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
         "dev_mode": true,
         "retention_seconds": 3600,
         "keys": [
-            {"id": "full", "sha256": sha256_hex(keys::FULL), "models": ["*"], "chains": ["*"]},
-            {"id": "other", "sha256": sha256_hex(keys::OTHER), "models": ["*"], "chains": ["*"]},
+            {"id": "full", "sha256": sha256_hex(keys::FULL), "models": ["*"], "chains": ["*"], "operations": ALL_OPERATIONS},
+            {"id": "other", "sha256": sha256_hex(keys::OTHER), "models": ["*"], "chains": ["*"], "operations": ALL_OPERATIONS},
             {"id": "narrow", "sha256": sha256_hex(keys::NARROW), "models": ["demo"],
              "operations": ["predict", "status"], "origins": [BROWSER_ORIGIN]}
         ],

@@ -550,6 +550,33 @@ async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w:
             assert!(answer.to_ascii_lowercase().contains(&format!("access-control-allow-origin: {page}")), "{answer}");
         }
     }
+    // Every refusal is decided from the head: a route that needs no body, or does not exist,
+    // or is not the caller's, answers at once, without waiting for the 20 MiB it announced.
+    let other = format!("Authorization: Bearer {}\r\n", keys::NARROW);
+    for (method, path, extra, status, code) in [
+        ("POST", "/nope", "", 404, "NOT_FOUND"),
+        ("GET", "/models/demo/production/predict", "", 405, "METHOD_NOT_ALLOWED"),
+        ("OPTIONS", "/models/demo/production/predict", "", 413, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/_sweep", "", 401, "UNAUTHORIZED"),
+        ("POST", "/browser_tokens", "", 401, "UNAUTHORIZED"),
+        ("POST", "/v1/chat/completions", "", 401, "UNAUTHORIZED"),
+        ("POST", "/models/demo/production/wake", "", 401, "UNAUTHORIZED"),
+        ("POST", "/_sweep", other.as_str(), 403, "FORBIDDEN"),
+        ("POST", "/v1/chat/completions", other.as_str(), 403, "FORBIDDEN"),
+        ("POST", "/models/demo/production/async_predict", other.as_str(), 403, "FORBIDDEN"),
+        ("POST", "/browser_tokens", auth.as_str(), 413, "PAYLOAD_TOO_LARGE"),
+    ] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            20 * 1024 * 1024
+        );
+        let answer = tokio::time::timeout(20 * SECOND, crate::client::raw_exchange(&w.api.base, head.as_bytes()))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer without the body being sent"));
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{method} {path}: {answer}");
+        assert!(answer.contains(code), "{method} {path}: {answer}");
+    }
     // No length announced: the body is read up to the route's limit, and the 413 that ends
     // the reading is the gateway's JSON with CORS too.
     let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
