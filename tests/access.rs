@@ -206,3 +206,41 @@ fn a_page_that_re_mints_its_token_and_retries_submits_once() {
     mint(&w, KEY, json!({"models": ["demo"], "operations": ["status"], "origins": [APP], "session": "a~b"}))
         .assert_error(400, "INVALID_ARGUMENT");
 }
+
+/// A chat page's token may use a model's own server (`sync`) and nothing else. Dot-segments
+/// in any encoding or case, and encoded separators, would walk out of `{target}/sync/` to the
+/// upstream's `async_predict` (with the gateway's upstream key, past the job record and the
+/// webhook checks), another target, or another job's status: each is refused, and nothing
+/// reaches the upstream.
+#[test]
+fn a_sync_route_cannot_walk_out_of_sync_with_dot_segments_or_encoded_separators() {
+    let w = World::new();
+    let chat = minted(&w, KEY, json!({"models": ["demo"], "operations": ["sync"], "origins": [APP]}));
+    let body = json!({"model_input": 1, "webhook_endpoint": "https://attacker.example/"}).to_string();
+    for route in [
+        "../async_predict",
+        "./../async_predict",
+        "%2e%2e/async_predict",
+        "%2E%2e/async_predict",
+        ".%2E/async_predict",
+        "%2e./async_predict",
+        "v1/../../async_predict",
+        "../../development/predict",
+        "..%2fasync_predict",
+        "..%2Fasync_predict",
+        "..%5casync_predict",
+        "x/%2e",
+    ] {
+        let path = format!("/models/demo/production/sync/{route}");
+        let mut request = w.request("POST", &path, Some(&chat), body.clone());
+        request.headers_mut().insert("origin", APP.parse().unwrap());
+        w.send(request).assert_error(400, "INVALID_ARGUMENT");
+    }
+    assert!(w.net.sent.borrow().is_empty(), "nothing reached the upstream");
+    // What stays inside passes: dots inside a name are not dot-segments.
+    let mut request = w.request("GET", "/models/demo/production/sync/v1/models/a..b", Some(&chat), "");
+    request.headers_mut().insert("origin", APP.parse().unwrap());
+    let a = w.send(request);
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.json()["path"], "/models/demo/production/sync/v1/models/a..b");
+}

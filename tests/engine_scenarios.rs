@@ -1457,6 +1457,9 @@ fn requests_are_admitted_from_their_head_alone() {
 /// for this method, one without credentials, one the key may not use (its operation, its
 /// model, the page's origin). Routes that take no body read at most a small bound, and a
 /// preflight none.
+/// method, path, key, origin, the code `admit` answers with.
+type HeadCase = (&'static str, &'static str, Option<&'static str>, Option<&'static str>, &'static str);
+
 #[test]
 fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
     use edge_predict::engine::Admission;
@@ -1473,7 +1476,7 @@ fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
         }
     };
     let evil = Some("https://evil.example");
-    let cases: [(&str, &str, Option<&str>, Option<&str>, &str); 16] = [
+    let cases: [HeadCase; 16] = [
         ("POST", "/nope", None, None, "NOT_FOUND"),
         ("GET", "/models/demo/production/predict", None, None, "METHOD_NOT_ALLOWED"),
         ("OPTIONS", "/models/demo/production/predict", None, None, "PAYLOAD_TOO_LARGE"),

@@ -66,18 +66,30 @@ pub struct OpenAi {
 impl Upstream {
     /// The URL of `path` on `target`: `{base}/{target}/{path}`, or on a regional upstream
     /// `{base for the environment}/{path}`. `under_target: false` is a path beside the
-    /// targets (`async_request/{id}`).
+    /// targets (`async_request/{id}`). Checked once built ([`within`]): it stays under
+    /// `{base}/{target}/` (or `{base}/`) as a fetch would resolve it.
     pub fn url(&self, target: &Target, path: &str, under_target: bool) -> Result<String, Error> {
+        let prefix = self.prefix(target, under_target)?;
+        within(&prefix, format!("{prefix}{path}"))
+    }
+
+    /// The URL of a model server's own route, `{target}/sync/{route}{query}`: checked once built
+    /// to stay under `{target}/sync/`, so no dot-segment or encoded separator reaches another
+    /// endpoint of the upstream with the gateway's key.
+    pub fn sync_url(&self, target: &Target, route: &str, query: Option<&str>) -> Result<String, Error> {
+        let prefix = format!("{}sync/", self.prefix(target, true)?);
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        within(&prefix, format!("{prefix}{route}{query}"))
+    }
+
+    /// Everything of a URL on `target` before its endpoint's path, ending in `/`.
+    fn prefix(&self, target: &Target, under_target: bool) -> Result<String, Error> {
         let base = self.base.trim_end_matches('/');
         if !self.is_regional() {
-            return Ok(if under_target {
-                format!("{base}/{}/{path}", target.path())
-            } else {
-                format!("{base}/{path}")
-            });
+            return Ok(if under_target { format!("{base}/{}/", target.path()) } else { format!("{base}/") });
         }
         match target {
-            Target::Environment(env) => Ok(format!("{}/{path}", base.replace(ENV_PLACEHOLDER, env))),
+            Target::Environment(env) => Ok(format!("{}/", base.replace(ENV_PLACEHOLDER, env))),
             _ => {
                 Err(Error::NotFound { what: "this model's upstream serves its regional environments only".to_owned() })
             }
@@ -87,6 +99,21 @@ impl Upstream {
     fn is_regional(&self) -> bool {
         self.base.contains(ENV_PLACEHOLDER)
     }
+}
+
+/// `url` as a fetch sends it (parsed, dot-segments resolved, as WHATWG URL parsers do), if it
+/// is still on `prefix`'s origin and under its path; otherwise a 400, and nothing is sent.
+fn within(prefix: &str, url: String) -> Result<String, Error> {
+    let escaped = || Error::invalid("path", "the route leaves its place on the upstream");
+    let (Ok(parsed), Ok(resolved)) = (Url::parse(&url), Url::parse(prefix)) else { return Err(escaped()) };
+    // The prefix itself (base and target) must mean what it says: a target `..` would not.
+    if resolved.as_str() != prefix
+        || parsed.origin() != resolved.origin()
+        || !parsed.path().starts_with(resolved.path())
+    {
+        return Err(escaped());
+    }
+    Ok(parsed.into())
 }
 
 /// Marks a regional upstream's environment in its URL.
@@ -748,6 +775,34 @@ mod tests {
         let url = c.models["demo"].url(&Target::Environment("eu".into()), "predict", true).unwrap();
         assert_eq!(url, "https://model-abc-eu.api.baseten.co/predict");
         assert!(c.models["demo"].url(&Target::Production, "predict", true).is_err());
+    }
+
+    /// A URL built for an upstream is checked after it is built: resolved as a fetch would, it
+    /// stays under its target (or its `sync/`), or nothing is sent.
+    #[test]
+    fn upstream_urls_stay_under_their_target_once_resolved() {
+        let c = Config::parse(&doc().to_string(), &secrets).unwrap();
+        let demo = &c.models["demo"];
+        let production = Target::Production;
+        assert_eq!(
+            demo.url(&production, "predict", true).unwrap(),
+            "https://model-abc.api.baseten.co/production/predict"
+        );
+        assert_eq!(
+            demo.sync_url(&production, "v1/chat/completions", Some("a=1")).unwrap(),
+            "https://model-abc.api.baseten.co/production/sync/v1/chat/completions?a=1"
+        );
+        for route in ["../async_predict", "%2e%2e/async_predict", "a/../../predict", "..\\x"] {
+            assert!(demo.sync_url(&production, route, None).is_err(), "{route}");
+        }
+        assert!(demo.url(&Target::Deployment("..".into()), "predict", true).is_err());
+        assert!(demo.url(&production, "../../elsewhere", true).is_err());
+        // On a shared host, an upstream's base path is its own: no way out to its neighbours.
+        let mut shared = doc();
+        shared["models"]["demo"]["upstream"] = "https://shared.example/models/demo".into();
+        let c = Config::parse(&shared.to_string(), &secrets).unwrap();
+        assert!(c.models["demo"].url(&production, "async_request/../../other/x", false).is_err());
+        assert!(c.models["demo"].url(&production, "async_request/abc", false).is_ok());
     }
 
     /// A secret pasted where its name belongs, or where any other value belongs, must not be

@@ -60,9 +60,11 @@ pub(crate) fn delivery_request(
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// One delivery attempt if one is due: claimed on the record first (the attempt's slot is
-    /// pushed to [`CLAIM_LEASE_MS`] from now, so no other sweep makes it meanwhile), then sent,
-    /// then recorded if the claim still stands.
-    pub(crate) async fn deliver(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
+    /// pushed to [`CLAIM_LEASE_MS`] from the claim's time, so no other sweep makes it
+    /// meanwhile), then sent, then recorded if the claim still stands. Each step takes its
+    /// time from `clock` when it happens: the claim, the attempt's signed time.
+    pub(crate) async fn deliver(&self, id: &str, clock: &dyn Fn() -> Timestamp) -> Result<Job, Error> {
+        let now = clock();
         let claim = now.plus_millis(CLAIM_LEASE_MS);
         let (job, won) = self
             .update(id, |j| match &mut j.webhook {
@@ -75,6 +77,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             .await?;
         let Some(webhook) = job.webhook.as_ref().filter(|_| won) else { return Ok(job) };
         let output = self.output_of(&job).await?;
+        let now = clock();
         let secret = self.config.outbound_secret_for(&job.key_id);
         let request = delivery_request(&job, output, &webhook.endpoint, secret, now);
         let (attempt, delivered) = match self.http.send(request).await {

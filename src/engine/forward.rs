@@ -96,16 +96,17 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// Passes a sync call (`predict` / `run_remote`, or `sync/{path}` with the caller's method
     /// and query) to the upstream, its body streamed, and the answer back as it arrives.
     pub(crate) async fn pass(&self, route: &Route, request: Request<H::Stream>) -> Result<Outcome<H::Body>, Error> {
-        let (subject, target, method, path) = match route {
-            Route::Predict { subject, target } => (subject, target, Method::POST, subject.sync_endpoint().to_owned()),
+        let (upstream, method, url) = match route {
+            Route::Predict { subject, target } => {
+                let upstream = self.config.upstream(subject)?;
+                (upstream, Method::POST, upstream.url(target, subject.sync_endpoint(), true)?)
+            }
             Route::Sync { subject, target, path } => {
-                let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-                (subject, target, request.method().clone(), format!("sync/{path}{query}"))
+                let upstream = self.config.upstream(subject)?;
+                (upstream, request.method().clone(), upstream.sync_url(target, path, request.uri().query())?)
             }
             _ => return Err(Error::NotFound { what: "route".to_owned() }),
         };
-        let upstream = self.config.upstream(subject)?;
-        let url = upstream.url(target, &path, true)?;
         // A `sync/` route's answers all pass unchanged: its server (an OpenAI-compatible one,
         // say) has its own error format, which its clients read.
         let errors = if matches!(route, Route::Sync { .. }) { Errors::Unchanged } else { Errors::Platform };

@@ -141,6 +141,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         target: Target,
         request: &Request<Bytes>,
         ctx: Ctx,
+        clock: &dyn Fn() -> Timestamp,
     ) -> Result<Outcome<H::Body>, Error> {
         // A target the upstream cannot serve (a regional upstream serves environments only) is
         // refused before there is a job.
@@ -208,12 +209,14 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             // A concurrent request with the same Idempotency-Key created it; it submits.
             return Ok(created(&id, None));
         }
-        let job = self.submit_upstream(&id, now).await?;
+        let job = self.submit_upstream(&id, clock).await?;
         Ok(created(&id, Some(job.next_due(self.config.retention_seconds))))
     }
 
     /// One submission attempt for a job whose submission is pending (and leased by the caller).
-    pub(crate) async fn submit_upstream(&self, id: &str, now: Timestamp) -> Result<Job, Error> {
+    /// Its outcome is recorded at the time `clock` gives once the upstream has answered.
+    pub(crate) async fn submit_upstream(&self, id: &str, clock: &dyn Fn() -> Timestamp) -> Result<Job, Error> {
+        let now = clock();
         let Some(job) = self.load(id).await? else {
             return Err(Error::RequestNotFound { request_id: id.to_owned() });
         };
@@ -241,6 +244,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             Ok(url) => self.call(json_request(upstream, Method::POST, url, &body)).await,
             Err(e) => Err(e),
         };
+        let now = clock();
         let (job, ()) = self
             .update(id, |j| {
                 let input = match &j.upstream {

@@ -395,7 +395,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                     }
                     Route::AsyncPredict { subject, target } => {
                         auth::authorize(key, op, &subject, origin)?;
-                        self.submit(key, subject, target, &request, ctx).await
+                        self.submit(key, subject, target, &request, ctx, clock).await
                     }
                     Route::Status { subject, request_id } => {
                         let wait_ms = long_poll_wait(request.uri().query())?;

@@ -312,6 +312,15 @@ impl Route {
             if !matches!(*method, Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
                 return Err(Error::MethodNotAllowed { allow: "GET, POST, PUT, PATCH, DELETE, OPTIONS" });
             }
+            if let Some(bad) = path.iter().find(|segment| !is_plain_segment(segment)) {
+                return Err(Error::invalid(
+                    "path",
+                    format!(
+                        "sync/ routes may not contain '.' or '..' segments or encoded separators ('{}')",
+                        bad.escape_default()
+                    ),
+                ));
+            }
             return Ok(Self::Sync { subject, target, path: path.join("/") });
         }
         let [endpoint] = rest else { return Err(not_found()) };
@@ -342,10 +351,20 @@ fn require(method: &Method, expected: &Method, allow: &'static str) -> Result<()
     }
 }
 
-/// Ids are opaque but path-safe: letters, digits, `-`, `_`, `.`; at most 128 bytes.
+/// A segment of a path passed on to an upstream that stays one segment there, whatever the
+/// server behind it decodes: not `.` or `..` in any encoding or case (`%2e`, `.%2E`), and no
+/// separator, raw or encoded (`\`, `%2f`, `%5c`), which a server could split at.
+fn is_plain_segment(segment: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+    !(matches!(decoded.as_slice(), b"." | b"..") || decoded.iter().any(|b| matches!(b, b'/' | b'\\')))
+}
+
+/// Ids are opaque but path-safe: letters, digits, `-`, `_`, `.`, never only dots; at most 128
+/// bytes.
 fn valid_id(id: &str) -> Result<String, Error> {
     let ok = !id.is_empty()
         && id.len() <= 128
+        && id.bytes().any(|b| b != b'.')
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(id.to_owned())

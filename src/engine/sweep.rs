@@ -58,22 +58,41 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// window's sweep, so each job's outbound work is claimed on its record first
     /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)), at the time `clock` gives when the
     /// sweep reaches that job.
+    ///
+    /// A sweep takes no new job once its window is over unless it renews the lease into the
+    /// window it is in (claims the new window's key, as a new sweep would); if another sweep
+    /// holds that one, it stops there and leaves the rest to it.
     pub async fn sweep(&self, clock: &dyn Fn() -> Timestamp) -> SweepReport {
         let now = clock();
         let mut report = SweepReport::default();
-        let lease = sweep_lease_key(now);
+        let mut lease = sweep_lease_key(now);
         if !matches!(self.store.put_if_absent(&lease, Vec::new()).await, Ok(true)) {
             report.wake_at = Some(now.plus_millis(RECONCILE_ON_READ_MS));
             return report;
         }
         report.ran = true;
-        self.sweep_leased(clock, &mut report).await;
-        // Only the holder gets here: the claim above succeeded for it alone.
+        self.sweep_leased(clock, &mut lease, &mut report).await;
+        // Only the holder gets here: the claim above (or the renewal) succeeded for it alone.
         let _ = self.store.delete(&lease).await;
         report
     }
 
-    async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, report: &mut SweepReport) {
+    /// Whether the sweep holding `lease` may take more work at the time `clock` gives: its
+    /// window is not over, or it renewed the lease into the window now (and let the old go).
+    async fn still_leased(&self, clock: &dyn Fn() -> Timestamp, lease: &mut String) -> bool {
+        let current = sweep_lease_key(clock());
+        if current == *lease {
+            return true;
+        }
+        if !matches!(self.store.put_if_absent(&current, Vec::new()).await, Ok(true)) {
+            return false;
+        }
+        let _ = self.store.delete(lease).await;
+        *lease = current;
+        true
+    }
+
+    async fn sweep_leased(&self, clock: &dyn Fn() -> Timestamp, lease: &mut String, report: &mut SweepReport) {
         let now = clock();
         let (ids, parked) = match (self.store.list("due/").await, self.store.list(KEPT_PREFIX).await) {
             (Ok(ids), Ok(parked)) => (ids, parked),
@@ -83,12 +102,19 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 return;
             }
         };
+        let given_up = |report: &mut SweepReport| {
+            // Another sweep holds the lease now: it does the rest; come back soon in case it dies.
+            report.wake_at = earliest(report.wake_at, Some(clock().plus_millis(RECONCILE_ON_READ_MS)));
+        };
         for key in parked {
             let Some((until, id)) = parse_kept_key(&key) else { continue };
             let now = clock();
             if until > now {
                 report.wake_at = earliest(report.wake_at, Some(until));
                 continue;
+            }
+            if !self.still_leased(clock, lease).await {
+                return given_up(report);
             }
             report.processed += 1;
             match self.forget(id, &key).await {
@@ -102,6 +128,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         for key in ids {
             let id = key.trim_start_matches("due/");
+            if !self.still_leased(clock, lease).await {
+                return given_up(report);
+            }
             let now = clock();
             let next = match self.load(id).await {
                 Ok(Some(job)) if job.next_due(self.config.retention_seconds) > now => {
@@ -115,7 +144,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 }
                 Ok(_) => {
                     report.processed += 1;
-                    match self.run_due(id, now).await {
+                    match self.run_due(id, clock).await {
                         Ok(Some(next)) => Some(next),
                         Ok(None) => {
                             report.deleted += 1;
@@ -194,8 +223,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// Does what is due for one job; returns when it is next due, or `None` once it is gone.
-    /// The sweep calls it for each due job.
-    pub async fn run_due(&self, id: &str, now: Timestamp) -> Result<Option<Timestamp>, Error> {
+    /// The sweep calls it for each due job. Each claim on the job's outbound work is made at
+    /// the time `clock` gives when it is made, so claims made late in a long sweep still last
+    /// their full lease.
+    pub async fn run_due(&self, id: &str, clock: &dyn Fn() -> Timestamp) -> Result<Option<Timestamp>, Error> {
+        let now = clock();
         let retention = self.config.retention_seconds;
         let Some(job) = self.load(id).await? else {
             // No record: its submit is still writing it, or died between index and record.
@@ -214,6 +246,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Ok(None);
         }
         let (mut job, _) = self.refresh(job, now, RECONCILE_EVERY_MS).await?;
+        let now = clock();
         if matches!(job.upstream, Upstream::Pending { next_at, .. } if next_at <= now) && !job.status.is_terminal() {
             // Claim the submission on the record: of two sweeps, only one submits.
             let (claimed, won) = self
@@ -231,10 +264,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                     _ => Ok(false),
                 })
                 .await?;
-            job = if won { self.submit_upstream(id, now).await? } else { claimed };
+            job = if won { self.submit_upstream(id, clock).await? } else { claimed };
         }
-        if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= now) {
-            job = self.deliver(id, now).await?;
+        if job.webhook.as_ref().and_then(|w| w.next_at).is_some_and(|at| at <= clock()) {
+            job = self.deliver(id, clock).await?;
         }
         Ok(Some(job.next_due(retention)))
     }

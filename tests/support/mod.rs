@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -101,41 +101,47 @@ enum GateState {
     Released,
 }
 
-/// Parks the first engine call that reaches its point until the test releases it, so a test
-/// can run another call to completion in between: a race, replayed deterministically.
+/// Parks engine calls at chosen points until the test releases them, so a test can run other
+/// calls in between: a race, replayed deterministically. Each armed point parks the first call
+/// that reaches it; several can be armed, so several calls can be parked at once.
 #[derive(Debug, Default)]
 pub struct Gate {
-    at: RefCell<Option<At>>,
-    state: Cell<Option<GateState>>,
+    points: RefCell<Vec<(At, GateState)>>,
 }
 
+/// One armed point of a [`Gate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point(usize);
+
 impl Gate {
-    pub fn arm(&self, at: At) {
-        *self.at.borrow_mut() = Some(at);
-        self.state.set(Some(GateState::Armed));
+    pub fn arm(&self, at: At) -> Point {
+        let mut points = self.points.borrow_mut();
+        points.push((at, GateState::Armed));
+        Point(points.len() - 1)
     }
 
-    fn parked(&self) -> bool {
-        self.state.get() == Some(GateState::Parked)
+    pub fn parked(&self, point: Point) -> bool {
+        self.points.borrow()[point.0].1 == GateState::Parked
     }
 
-    fn release(&self) {
-        self.state.set(Some(GateState::Released));
-        *self.at.borrow_mut() = None;
+    pub fn release(&self, point: Point) {
+        self.points.borrow_mut()[point.0].1 = GateState::Released;
     }
 
-    /// Waits here if this is the armed point and nothing has parked yet.
+    /// Waits here if this is an armed point that nothing has parked at yet.
     async fn pass(&self, here: &At) {
-        let matches = match (self.at.borrow().as_ref(), here) {
-            (Some(At::Write(prefix)), At::Write(key)) => key.starts_with(prefix.as_str()),
-            (Some(At::Send(suffix)), At::Send(path)) => path.ends_with(suffix.as_str()),
-            _ => false,
-        };
-        if self.state.get() != Some(GateState::Armed) || !matches {
-            return;
-        }
-        self.state.set(Some(GateState::Parked));
-        std::future::poll_fn(|_| if self.parked() { Poll::Pending } else { Poll::Ready(()) }).await;
+        let found = self.points.borrow().iter().position(|(at, state)| {
+            *state == GateState::Armed
+                && match (at, here) {
+                    (At::Write(prefix), At::Write(key)) => key.starts_with(prefix.as_str()),
+                    (At::Send(suffix), At::Send(path)) => path.ends_with(suffix.as_str()),
+                    _ => false,
+                }
+        });
+        let Some(i) = found else { return };
+        self.points.borrow_mut()[i].1 = GateState::Parked;
+        let point = Point(i);
+        std::future::poll_fn(|_| if self.parked(point) { Poll::Pending } else { Poll::Ready(()) }).await;
     }
 }
 
@@ -415,6 +421,19 @@ impl Answer {
     }
 }
 
+/// The world's hand clock as a host's timer: sleeping advances it.
+pub struct WorldClock<'w>(pub &'w World);
+
+impl edge_predict::engine::Timer for WorldClock<'_> {
+    fn now(&self) -> Timestamp {
+        self.0.now()
+    }
+
+    async fn sleep_until(&self, at: Timestamp) {
+        self.0.advance_ms(at.millis_since(self.0.now()));
+    }
+}
+
 pub struct World {
     pub config: Config,
     pub store: GatedStore,
@@ -491,18 +510,28 @@ impl World {
     /// Replays a race: runs `first` until it parks at `at`, then `meanwhile` to completion,
     /// then lets `first` finish. Panics if `first` never reaches `at`.
     pub fn race<T>(&self, at: At, first: impl Future<Output = T>, meanwhile: impl FnOnce()) -> T {
-        self.store.gate.arm(at.clone());
         let mut first = pin!(first);
-        let mut cx = Context::from_waker(Waker::noop());
-        if first.as_mut().poll(&mut cx).is_ready() {
-            panic!("the first call finished without reaching {at:?}");
-        }
-        assert!(self.store.gate.parked(), "the first call is waiting, but not at {at:?}");
+        let point = self.park(first.as_mut(), at);
         meanwhile();
-        self.store.gate.release();
-        match first.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("the first call did not finish once released"),
+        self.resume(first.as_mut(), point).expect("the first call finished once released")
+    }
+
+    /// Runs `call` until it parks at `at` (it must), and returns the point it waits at.
+    pub fn park<T>(&self, call: Pin<&mut impl Future<Output = T>>, at: At) -> Point {
+        let point = self.store.gate.arm(at.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.poll(&mut cx).is_pending(), "the call finished without reaching {at:?}");
+        assert!(self.store.gate.parked(point), "the call is waiting, but not at {at:?}");
+        point
+    }
+
+    /// Releases a call parked at `point` and runs it on: its answer, or `None` if it parked
+    /// again (at another point armed meanwhile).
+    pub fn resume<T>(&self, call: Pin<&mut impl Future<Output = T>>, point: Point) -> Option<T> {
+        self.store.gate.release(point);
+        match call.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
         }
     }
 

@@ -63,6 +63,8 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         unauthenticated_and_oversized_requests_are_refused_before_their_body,
         cors_preflight_and_origins,
         browser_tokens_are_scoped_to_their_origins_and_jobs,
+        a_token_bound_to_another_keys_job_sees_and_cancels_nothing,
+        a_sync_token_cannot_walk_out_of_sync_with_dot_segments,
         long_poll_answers_when_the_job_ends,
         durability_across_a_hard_kill,
     ]
@@ -534,7 +536,9 @@ async fn concurrent_submits_same_key_and_distinct(w: Arc<World>) {
 /// that grows past the limit as it is read.
 async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w: Arc<World>) {
     let page = crate::BROWSER_ORIGIN;
-    let auth = format!("Authorization: Bearer {}\r\nOrigin: {page}\r\n", keys::FULL);
+    // The narrow key is the one allowed from the page (a key lists the origins it may be used
+    // from; the full key lists none, so a page using it is refused 403 before any size check).
+    let auth = format!("Authorization: Bearer {}\r\nOrigin: {page}\r\n", keys::NARROW);
     for (extra, status, code) in [("", 401, "UNAUTHORIZED"), (auth.as_str(), 413, "PAYLOAD_TOO_LARGE")] {
         let head = format!(
             "POST /models/demo/production/async_predict HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\
@@ -1035,6 +1039,81 @@ async fn browser_tokens_are_scoped_to_their_origins_and_jobs(w: Arc<World>) {
     w.api.send("GET", &status, Some(&forged), &[("origin", page)], Body::None).await.expect_error(401, "UNAUTHORIZED");
     let s = w.api.status_until(&id, 30 * SECOND, "the token's job to succeed", |s| s["status"] == "SUCCEEDED").await;
     assert_eq!(s["output"], json!({"t": 1}));
+}
+
+/// Key OTHER binds a browser token to key FULL's job. The mint is refused (the job is at hand
+/// where the mint runs); a token with that binding, signed as a mint would sign it, reads and
+/// cancels nothing: both answer as for a job that does not exist, and the job runs on.
+async fn a_token_bound_to_another_keys_job_sees_and_cancels_nothing(w: Arc<World>) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let page = "https://page.conformance.example";
+    let (target, _) = own_target(&w);
+    let _blocker = blocker(&w, &target, 3000).await;
+    let theirs = w.api.submit(&target, json!({"model_input": {"private": true}})).await;
+    let bound =
+        json!({"models": ["demo"], "operations": ["status", "cancel"], "origins": [page], "request_id": theirs});
+    let a = w.api.send("POST", "/browser_tokens", Some(keys::OTHER), &[], Body::Json(bound.clone())).await;
+    a.expect_error(404, "REQUEST_NOT_FOUND");
+    let exp = (unix_now() + 300) * 1000;
+    let claims = json!({"kid": "other", "jti": "0123456789abcdef0123456789abcdef", "exp": exp, "models": ["demo"],
+        "chains": [], "ops": ["status", "cancel"], "origins": [page], "rid": theirs});
+    let signed = format!("ept_{}", B64.encode(claims.to_string()));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secrets::BROWSER_TOKEN_SECRET.as_bytes()).unwrap();
+    mac.update(signed.as_bytes());
+    let token = format!("{signed}.{}", B64.encode(mac.finalize().into_bytes()));
+    let status = format!("/async_request/{theirs}");
+    for method in ["GET", "DELETE"] {
+        let a = w.api.send(method, &status, Some(&token), &[("origin", page)], Body::None).await;
+        a.expect_error(404, "REQUEST_NOT_FOUND");
+    }
+    let s = w.api.status(&theirs).await;
+    assert_eq!(s["cancel_requested"], false, "{s}");
+    // Its own key may bind a token to it.
+    let a = w.api.send("POST", "/browser_tokens", Some(keys::FULL), &[], Body::Json(bound)).await;
+    let own = a.expect(201).json()["token"].as_str().unwrap().to_owned();
+    w.api.send("GET", &status, Some(&own), &[("origin", page)], Body::None).await.expect(200);
+    let s = w.api.status_until(&theirs, 30 * SECOND, "the job to run on", |s| s["status"] == "SUCCEEDED").await;
+    assert_eq!(s["output"], json!({"private": true}));
+}
+
+/// A chat page's token (operation `sync` only) sends raw dot-segments and encoded separators
+/// after `sync/`, as no URL-normalizing client would: none reaches the upstream's
+/// `async_predict` or another target. The Spin component sees the raw path and refuses it
+/// (400); where the runtime resolves it first (workerd), it is the async route, which the
+/// token may not use (403). Either way nothing is submitted.
+async fn a_sync_token_cannot_walk_out_of_sync_with_dot_segments(w: Arc<World>) {
+    let page = "https://chat.conformance.example";
+    let body = json!({"models": ["demo"], "operations": ["sync"], "origins": [page]});
+    let a = w.api.send("POST", "/browser_tokens", Some(keys::FULL), &[], Body::Json(body)).await;
+    let token = a.expect(201).json()["token"].as_str().unwrap().to_owned();
+    let marker = w.unique("escape");
+    let input = json!({"model_input": {"x": 1}, "webhook_endpoint": format!("https://attacker.example/{marker}")});
+    let input = input.to_string();
+    for route in [
+        "../async_predict",
+        "./../async_predict",
+        "%2e%2e/async_predict",
+        "%2E%2E/async_predict",
+        ".%2e/async_predict",
+        "..%2fasync_predict",
+        "..%5Casync_predict",
+        "..\\async_predict",
+        "v1/../../../development/predict",
+    ] {
+        let request = format!(
+            "POST /models/demo/production/sync/{route} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Origin: {page}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{input}",
+            input.len()
+        );
+        let answer = tokio::time::timeout(20 * SECOND, crate::client::raw_exchange(&w.api.base, request.as_bytes()))
+            .await
+            .expect("an answer");
+        let status: u16 = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_default();
+        assert!(matches!(status, 400 | 403 | 404), "sync/{route}: {answer}");
+    }
+    let escaped = w.upstream.webhook_endpoints().into_iter().filter(|u| u.contains(&marker)).count();
+    assert_eq!(escaped, 0, "no async job reached the upstream past the gateway");
 }
 
 async fn long_poll_answers_when_the_job_ends(w: Arc<World>) {
