@@ -202,3 +202,50 @@ fn same_key_submits_interleaved_before_the_record_is_written_submit_once() {
     assert_eq!(first.json()["request_id"], second.json()["request_id"]);
     assert_eq!(w.async_submissions(), 1);
 }
+
+/// Upstream jobs made for our job `id` (each carries the job's inbox URL).
+fn upstream_jobs_for(w: &World, id: &str) -> usize {
+    let inbox = format!("https://gw.example/webhooks/baseten/{id}/");
+    w.net
+        .jobs
+        .borrow()
+        .values()
+        .filter(|j| j.body["webhook_endpoint"].as_str().is_some_and(|u| u.starts_with(&inbox)))
+        .count()
+}
+
+/// Spin's `POST /_sweep` runs long (an upstream that is slow to accept, a queue of pending
+/// jobs): it reaches job B two minutes in, past the claim lease of any time it read at the
+/// start. Its claim on B must count from when it takes it, or the next window's sweep sees the
+/// claim already expired and submits B a second time (two upstream jobs, one billed for
+/// nothing). With the route on the host's live clock, B is submitted once.
+#[test]
+fn a_long_sweep_claims_each_job_at_the_time_it_takes_it() {
+    let w = World::new();
+    w.net.upstream_down.set(Some(edge_predict::engine::TransportError::Timeout));
+    let a = w.submit(json!({"model_input": "a"}));
+    let b = w.submit(json!({"model_input": "b"}));
+    w.net.upstream_down.set(None);
+    w.advance_ms(5_000);
+    let clock = WorldClock(&w);
+    let engine = w.engine();
+    let sweep = engine.handle_held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
+    let mut sweep = std::pin::pin!(sweep);
+    let first = w.park(sweep.as_mut(), At::Send("/async_predict".into()));
+    // The upstream takes 100 s to accept the first submission; the sweep then goes on to the
+    // second and is held there too.
+    w.advance_ms(edge_predict::engine::OUTBOUND_TIMEOUT_MS + 70_000);
+    let second = w.store.gate.arm(At::Send("/async_predict".into()));
+    assert!(w.resume(sweep.as_mut(), first).is_none(), "the sweep goes on to the second job");
+    assert!(w.store.gate.parked(second));
+    // The next window's sweep runs while the first is still held at the second job.
+    w.advance_ms(61_000);
+    let report = w.sweep();
+    assert!(report.ran, "a new window, a new lease");
+    let outcome = w.resume(sweep.as_mut(), second).expect("the held sweep ends");
+    assert_eq!(outcome.response.status(), 200);
+    for id in [&a, &b] {
+        assert_eq!(upstream_jobs_for(&w, id), 1, "job {id} submitted upstream once");
+        assert_eq!(w.status(id)["status"], "QUEUED");
+    }
+}
