@@ -149,6 +149,78 @@ fn cancel_during_an_in_flight_submission_cancels_it_upstream_too() {
     assert_eq!(w.upstream_job(&id).status, "CANCELED", "canceled upstream as well");
 }
 
+/// The cancel reads the record while the submission is in flight, and the submission records
+/// the upstream's id before the cancel writes. The cancel must act on what it finds when it
+/// writes (a job queued upstream under an id) and cancel it there, not record a wish that
+/// nothing will act on while the job runs and is billed.
+#[test]
+fn cancel_deciding_on_a_record_the_submission_has_just_moved_cancels_it_upstream() {
+    let w = World::new();
+    let submit =
+        w.handle(w.request("POST", "/models/demo/production/async_predict", Some(KEY), r#"{"model_input": 1}"#));
+    let mut submit = std::pin::pin!(submit);
+    let at_upstream = w.park(submit.as_mut(), At::Send("/async_predict".into()));
+    let id = w.snapshot().into_keys().find_map(|k| k.strip_prefix("job/").map(str::to_owned)).unwrap();
+    let cancel = w.handle(w.request("DELETE", &format!("/async_request/{id}"), Some(KEY), ""));
+    let mut cancel = std::pin::pin!(cancel);
+    let writing = w.park(cancel.as_mut(), At::Write("job/".into()));
+    let submitted = w.resume(submit.as_mut(), at_upstream).expect("the submit ends");
+    assert_eq!(submitted.status, 201);
+    let canceled = w.resume(cancel.as_mut(), writing).expect("the cancel ends").json();
+    assert_eq!(canceled["canceled"], true, "{canceled}");
+    assert_eq!(w.upstream_job(&id).status, "CANCELED", "canceled upstream");
+    assert_eq!(w.status(&id)["status"], "CANCELED");
+}
+
+/// The cancel reads a submission waiting for its retry; before it writes, the sweep claims the
+/// submission and sends it, and the upstream starts the job at once. The job must not read
+/// CANCELED while it runs (and bills) upstream: the cancel finds the claim and records the
+/// wish, the submission sends it, and the upstream's refusal leaves the job IN_PROGRESS.
+#[test]
+fn cancel_deciding_on_a_record_the_sweep_has_just_claimed_never_hides_a_running_job() {
+    let w = World::new();
+    w.net.upstream_down.set(Some(edge_predict::engine::TransportError::Timeout));
+    let id = w.submit(json!({"model_input": 1}));
+    w.net.upstream_down.set(None);
+    w.advance_ms(5_000);
+    let cancel = w.handle(w.request("DELETE", &format!("/async_request/{id}"), Some(KEY), ""));
+    let mut cancel = std::pin::pin!(cancel);
+    let writing = w.park(cancel.as_mut(), At::Write("job/".into()));
+    let clock = WorldClock(&w);
+    let engine = w.engine();
+    let sweep = engine.handle_held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
+    let mut sweep = std::pin::pin!(sweep);
+    // The sweep claims the submission (its write passes: the cancel holds the parked point)
+    // and sends it; it is held as it records the upstream's answer.
+    let sending = w.park(sweep.as_mut(), At::Send("/async_predict".into()));
+    let recording = w.store.gate.arm(At::Write("job/".into()));
+    assert!(w.resume(sweep.as_mut(), sending).is_none());
+    assert!(w.store.gate.parked(recording));
+    w.set_upstream_status(&id, "IN_PROGRESS");
+    let answer = w.resume(cancel.as_mut(), writing).expect("the cancel ends").json();
+    assert_eq!(answer["canceled"], false, "{answer}");
+    let swept = w.resume(sweep.as_mut(), recording).expect("the sweep ends");
+    assert_eq!(swept.response.status(), 200);
+    let s = w.status(&id);
+    assert_eq!((s["status"].as_str(), s["cancel_requested"].as_bool()), (Some("IN_PROGRESS"), Some(true)), "{s}");
+    assert_eq!(w.upstream_job(&id).status, "IN_PROGRESS");
+}
+
+/// A cancel recorded while the submission was in flight, whose submitter then died after
+/// recording the upstream's id and before sending the cancel: the next reconcile sends it.
+#[test]
+fn a_recorded_cancel_whose_submitter_died_is_sent_by_the_next_reconcile() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    // What the dead submitter left: queued upstream under its id, the wish on the record.
+    let key = format!("job/{id}");
+    let mut record: serde_json::Value = serde_json::from_slice(&w.store_get(&key).unwrap()).unwrap();
+    record["cancel_requested"] = json!(true);
+    pollster::block_on(edge_predict::engine::Store::put(&w.store, &key, record.to_string().into_bytes())).unwrap();
+    w.run_until(600_000, |w| w.status(&id)["status"] == "CANCELED");
+    assert_eq!(w.upstream_job(&id).status, "CANCELED");
+}
+
 /// The same cancel, but the submission fails (the upstream is down): it never reached the
 /// upstream, so the job is simply CANCELED, and no retry submits it later.
 #[test]

@@ -308,13 +308,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// such, and its result kept). Not accepted: it never reached the upstream.
     async fn cancel_after_submission(&self, job: Job, now: Timestamp) -> Result<Job, Error> {
         if let Upstream::Submitted { upstream_id: Some(_), .. } = &job.upstream {
-            let confirmed = match self.cancel_upstream(&job).await {
-                Ok((status, body)) => {
-                    status.is_success() && serde_json::from_slice::<Value>(&body).is_ok_and(|r| r["canceled"] == true)
-                }
-                Err(_) => false,
-            };
-            if !confirmed {
+            if !self.canceled_upstream(&job).await {
                 return Ok(self.reconcile(&job, now).await?.0);
             }
         }
@@ -338,7 +332,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let job = self.load_visible(id, subject, now).await?;
         auth::authorize_job(key, &job)?;
         auth::authorize(key, Operation::Cancel, &job.subject, origin)?;
-        let (job, _) = self.refresh(job, now, u64::MAX).await?;
+        // Expiry first: a job past its queue deadline is expired (or learned to have started).
+        self.refresh(job, now, u64::MAX).await?;
         let answer = |canceled: bool, message: String, job: &Job| {
             let body =
                 json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() });
@@ -346,33 +341,49 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         let in_progress_message =
             "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";
-        match (&job.status, &job.upstream) {
-            (s, _) if s.is_terminal() => Ok(answer(false, format!("request is already {}", s.as_str()), &job)),
-            (Status::InProgress, _) => {
-                let (job, ()) = self.update(id, request_cancel).await?;
-                Ok(answer(false, in_progress_message.to_owned(), &job))
+        // Decided on the record as it is written, not on the copy read above: a submission or
+        // a sweep may have moved it since, and the cancel must act on what it finds then.
+        let (job, step) = self
+            .update(id, |j| {
+                Ok(match (&j.status, &j.upstream) {
+                    (s, _) if s.is_terminal() => CancelStep::AlreadyEnded,
+                    (Status::InProgress, _) => {
+                        j.cancel_requested = true;
+                        CancelStep::Recorded(in_progress_message)
+                    }
+                    (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
+                        // The upstream may be accepting it right now: canceling only here would
+                        // let it run (and bill) unseen. The submission reads the wish when it
+                        // records the upstream's answer, and sends the cancel with the id.
+                        j.cancel_requested = true;
+                        CancelStep::Recorded(
+                            "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it",
+                        )
+                    }
+                    (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
+                        move_if_legal(j, Status::Canceled, now)?;
+                        CancelStep::Canceled
+                    }
+                    (_, Upstream::Submitted { upstream_id: None, .. }) => {
+                        j.cancel_requested = true;
+                        CancelStep::Recorded("the upstream has not confirmed this request yet; cancel was recorded")
+                    }
+                    (_, Upstream::Submitted { upstream_id: Some(_), .. }) => CancelStep::AskUpstream,
+                })
+            })
+            .await?;
+        match step {
+            CancelStep::AlreadyEnded => {
+                Ok(answer(false, format!("request is already {}", job.status.as_str()), &job))
             }
-            (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
-                // The upstream may be accepting it right now: canceling only here would let it
-                // run (and bill) unseen. The submission sends the cancel once it has the id.
-                let (job, ()) = self.update(id, request_cancel).await?;
-                let message = "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it";
-                Ok(answer(false, message.to_owned(), &job))
-            }
-            (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
-                let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
+            CancelStep::Recorded(message) => Ok(answer(false, message.to_owned(), &job)),
+            CancelStep::Canceled => {
                 let canceled = job.status == Status::Canceled;
                 Ok(answer(canceled, format!("request is {}", job.status.as_str()), &job))
             }
-            (_, Upstream::Submitted { upstream_id: None, .. }) => {
-                let (job, ()) = self.update(id, request_cancel).await?;
-                let message = "the upstream has not confirmed this request yet; cancel was recorded";
-                Ok(answer(false, message.to_owned(), &job))
-            }
-            (_, Upstream::Submitted { upstream_id: Some(_), .. }) => {
+            CancelStep::AskUpstream => {
                 let (status, body) = self.cancel_upstream(&job).await?;
-                let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                if status.is_success() && reply["canceled"] == true {
+                if status.is_success() && confirms_cancel(&body) {
                     let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
                     return Ok(answer(
                         job.status == Status::Canceled,
@@ -399,6 +410,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
     }
 
+    /// Asks the upstream to cancel the job; whether it confirms that it did.
+    pub(crate) async fn canceled_upstream(&self, job: &Job) -> bool {
+        self.cancel_upstream(job).await.is_ok_and(|(status, body)| status.is_success() && confirms_cancel(&body))
+    }
+
     /// Asks the upstream to cancel the job (Baseten cancels only QUEUED requests).
     pub(crate) async fn cancel_upstream(&self, job: &Job) -> Result<(StatusCode, Bytes), Error> {
         let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
@@ -409,6 +425,22 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let request = upstream_request(upstream, Method::DELETE, url, Bytes::new());
         self.call(request).await
     }
+}
+
+/// What a cancel does, decided on the record as it is written.
+enum CancelStep {
+    AlreadyEnded,
+    /// The wish is on the record; what holds the job acts on it (the message says what).
+    Recorded(&'static str),
+    /// Nothing upstream to stop: canceled here.
+    Canceled,
+    /// Queued upstream under its id: only the upstream can stop it.
+    AskUpstream,
+}
+
+/// Whether the upstream's answer to a cancel says it canceled (`{"canceled": true}`).
+fn confirms_cancel(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|r| r["canceled"] == true)
 }
 
 fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {

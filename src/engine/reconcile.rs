@@ -66,6 +66,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 if !known.1 && expiry_due {
                     return Ok((job, changed));
                 }
+                if job.status == Status::Queued && job.cancel_requested && self.canceled_upstream(&job).await {
+                    // A cancel recorded while its submission was in flight, whose submitter
+                    // did not live to send it: sent now, at most once per reconcile interval.
+                    job = self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0;
+                }
             }
         }
         if job.status != Status::Queued || now < job.queue_deadline() {

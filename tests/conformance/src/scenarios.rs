@@ -536,9 +536,12 @@ async fn concurrent_submits_same_key_and_distinct(w: Arc<World>) {
 /// that grows past the limit as it is read.
 async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w: Arc<World>) {
     let page = crate::BROWSER_ORIGIN;
-    // The narrow key is the one allowed from the page (a key lists the origins it may be used
-    // from; the full key lists none, so a page using it is refused 403 before any size check).
-    let auth = format!("Authorization: Bearer {}\r\nOrigin: {page}\r\n", keys::NARROW);
+    // A page submits with a browser token minted for it (a server key lists no origins, so a
+    // page using one is refused 403 before any size check).
+    let minted = json!({"models": ["demo"], "operations": ["async_predict"], "origins": [page], "ttl_seconds": 120});
+    let a = w.api.send("POST", "/browser_tokens", Some(keys::FULL), &[], Body::Json(minted)).await;
+    let token = a.expect(201).json()["token"].as_str().unwrap().to_owned();
+    let auth = format!("Authorization: Bearer {token}\r\nOrigin: {page}\r\n");
     for (extra, status, code) in [("", 401, "UNAUTHORIZED"), (auth.as_str(), 413, "PAYLOAD_TOO_LARGE")] {
         let head = format!(
             "POST /models/demo/production/async_predict HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\
@@ -557,6 +560,7 @@ async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w:
     // Every refusal is decided from the head: a route that needs no body, or does not exist,
     // or is not the caller's, answers at once, without waiting for the 20 MiB it announced.
     let other = format!("Authorization: Bearer {}\r\n", keys::NARROW);
+    let full = format!("Authorization: Bearer {}\r\n", keys::FULL);
     for (method, path, extra, status, code) in [
         ("POST", "/nope", "", 404, "NOT_FOUND"),
         ("GET", "/models/demo/production/predict", "", 405, "METHOD_NOT_ALLOWED"),
@@ -568,7 +572,7 @@ async fn unauthenticated_and_oversized_requests_are_refused_before_their_body(w:
         ("POST", "/_sweep", other.as_str(), 403, "FORBIDDEN"),
         ("POST", "/v1/chat/completions", other.as_str(), 403, "FORBIDDEN"),
         ("POST", "/models/demo/production/async_predict", other.as_str(), 403, "FORBIDDEN"),
-        ("POST", "/browser_tokens", auth.as_str(), 413, "PAYLOAD_TOO_LARGE"),
+        ("POST", "/browser_tokens", full.as_str(), 413, "PAYLOAD_TOO_LARGE"),
     ] {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/json\r\n\
