@@ -1394,8 +1394,8 @@ fn an_output_one_byte_past_the_limit_fails_the_job_with_a_clear_error_and_no_ret
     assert_eq!(s["status"], "SUCCEEDED", "{s}");
     let s = w.status(&past);
     assert_eq!(
-        (s["status"].as_str(), s["errors"][0]["code"].as_str()),
-        (Some("FAILED"), Some("OUTPUT_TOO_LARGE")),
+        (s["status"].as_str(), s["errors"][0]["code"].as_str(), s["errors"][0]["gateway_code"].as_str()),
+        (Some("FAILED"), Some("INTERNAL_SERVER_ERROR"), Some("OUTPUT_TOO_LARGE")),
         "{s}"
     );
     assert!(s["errors"][0]["message"].as_str().unwrap().contains("1001 bytes"), "{s}");

@@ -112,6 +112,7 @@ fn apply_result(
                 upstream_id: Some(upstream_id.to_owned()),
                 attempts: (*attempts).max(1),
                 checked_at: now,
+                stalled: None,
             };
         }
         Upstream::Submitted { .. } => {}
@@ -122,7 +123,8 @@ fn apply_result(
     let errors = upstream_errors(&payload["errors"]);
     if let Stored::TooLarge(bytes) = output {
         job.move_to(Status::Failed, now)?;
-        job.errors = vec![JobError::new(
+        job.errors = vec![JobError::gateway(
+            codes::INTERNAL_SERVER_ERROR,
             codes::OUTPUT_TOO_LARGE,
             format!("the model's output is {bytes} bytes; this gateway keeps outputs up to output_limit_bytes"),
         )];

@@ -122,19 +122,45 @@ pub mod codes {
     pub const MODEL_UNAVAILABLE: &str = "MODEL_UNAVAILABLE";
     pub const MODEL_PREDICT_TIMEOUT: &str = "MODEL_PREDICT_TIMEOUT";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
-    /// The gateway's own: the model's output is larger than `output_limit_bytes`.
+    /// The gateway's own (a precise code beside `INTERNAL_SERVER_ERROR`): the model's output
+    /// is larger than `output_limit_bytes`.
     pub const OUTPUT_TOO_LARGE: &str = "OUTPUT_TOO_LARGE";
+
+    /// Baseten's `AsyncRequestError.code` enum: every `code` a job error carries is one of these.
+    pub const BASETEN: [&str; 8] = [
+        MODEL_PREDICT_ERROR,
+        MODEL_PREDICT_TIMEOUT,
+        "MODEL_NOT_READY",
+        MODEL_DOES_NOT_EXIST,
+        MODEL_UNAVAILABLE,
+        MODEL_INVALID_INPUT,
+        "ASYNC_REQUEST_NOT_SUPPORTED",
+        INTERNAL_SERVER_ERROR,
+    ];
+
+    pub fn is_baseten(code: &str) -> bool {
+        BASETEN.contains(&code)
+    }
 }
 
+/// One of a job's `errors`: Baseten's `code` (always one of its enum), its message, and for
+/// an error of the gateway's own making the gateway's precise code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     pub code: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_code: Option<String>,
 }
 
 impl JobError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), message: message.into() }
+        Self { code: code.to_owned(), message: message.into(), gateway_code: None }
+    }
+
+    /// An error of the gateway's own kind: Baseten's `code`, and the gateway's precise one.
+    pub fn gateway(code: &str, gateway_code: &str, message: impl Into<String>) -> Self {
+        Self { gateway_code: Some(gateway_code.to_owned()), ..Self::new(code, message) }
     }
 }
 
@@ -162,10 +188,74 @@ pub enum Upstream {
     },
     /// Accepted; results arrive at the inbox under our id, status is reconciled with the
     /// upstream's id (`None` if its answer carried none: the inbox delivery then supplies it).
-    Submitted { upstream_id: Option<String>, attempts: u32, checked_at: Timestamp },
+    Submitted {
+        upstream_id: Option<String>,
+        attempts: u32,
+        checked_at: Timestamp,
+        /// Since when the gateway has been unable to learn how the job ends, and why; it ends
+        /// FAILED once that has lasted [`STALL_GRACE_MS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stalled: Option<Stall>,
+    },
     /// Never sent and never will be (canceled or refused before the upstream took it).
     Abandoned { attempts: u32 },
 }
+
+/// A submitted job whose end the gateway cannot learn (see [`Upstream::Submitted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    pub since: Timestamp,
+    pub reason: StallReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StallReason {
+    /// The upstream reports it finished (`SUCCEEDED`, `WEBHOOK_FAILED`), and its result has not
+    /// reached the inbox.
+    ResultNotDelivered,
+    /// The upstream answers 404 for its own request id.
+    UpstreamForgot,
+    /// The upstream accepted it without a request id: it cannot be asked, only the inbox
+    /// delivery can end it.
+    NoUpstreamId,
+    /// Its model or chain, or the target, is no longer in the gateway's configuration.
+    NotConfigured,
+}
+
+impl StallReason {
+    /// The error the job ends with: Baseten's code, the gateway's precise one, and why.
+    pub fn error(self, waited_ms: u64) -> JobError {
+        let waited = waited_ms / 1000;
+        let (code, gateway_code, message) = match self {
+            Self::ResultNotDelivered => (
+                codes::INTERNAL_SERVER_ERROR,
+                "RESULT_LOST",
+                format!("the upstream reports the request finished, but its result never reached the gateway (waited {waited} s)"),
+            ),
+            Self::UpstreamForgot => (
+                codes::INTERNAL_SERVER_ERROR,
+                "UPSTREAM_REQUEST_GONE",
+                format!("the upstream no longer knows this request (asked for {waited} s); how it ended cannot be learned"),
+            ),
+            Self::NoUpstreamId => (
+                codes::INTERNAL_SERVER_ERROR,
+                "UPSTREAM_REQUEST_UNTRACKED",
+                "the upstream accepted the request without a request id, and no result arrived".to_owned(),
+            ),
+            Self::NotConfigured => (
+                codes::MODEL_DOES_NOT_EXIST,
+                "MODEL_NOT_CONFIGURED",
+                format!("the model is no longer configured at this gateway (for {waited} s); how the request ended cannot be learned"),
+            ),
+        };
+        JobError::gateway(code, gateway_code, message)
+    }
+}
+
+/// How long a stalled job waits before it ends FAILED: a result already in flight to the
+/// inbox, a configuration being rolled out, an upstream briefly confused.
+pub const STALL_GRACE_MS: u64 = 5 * 60_000;
 
 impl Upstream {
     pub fn attempts(&self) -> u32 {
@@ -320,6 +410,17 @@ impl Job {
         Ok(true)
     }
 
+    /// When a stalled job ends: after the grace, and one without an upstream id no earlier
+    /// than its queue deadline (the upstream may still run it and deliver).
+    pub fn stall_deadline(&self, stall: &Stall) -> Timestamp {
+        let end = stall.since.plus_millis(STALL_GRACE_MS);
+        if stall.reason == StallReason::NoUpstreamId {
+            end.max(self.queue_deadline())
+        } else {
+            end
+        }
+    }
+
     pub fn queue_deadline(&self) -> Timestamp {
         self.created_at.plus_secs(self.max_time_in_queue_seconds)
     }
@@ -358,7 +459,12 @@ impl Job {
         if !self.status.is_terminal() {
             match &self.upstream {
                 Upstream::Pending { next_at, .. } => due.push(*next_at),
-                Upstream::Submitted { checked_at, .. } => due.push(checked_at.plus_millis(RECONCILE_EVERY_MS)),
+                Upstream::Submitted { checked_at, stalled, .. } => {
+                    due.push(checked_at.plus_millis(RECONCILE_EVERY_MS));
+                    if let Some(stall) = stalled {
+                        due.push(self.stall_deadline(stall));
+                    }
+                }
                 Upstream::Abandoned { .. } => {}
             }
             // The queue deadline, until the upstream has been asked after it (expiry waits for

@@ -255,7 +255,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                         if let Ok((status, body)) = &answer {
                             if status.is_success() {
                                 let upstream_id = upstream_request_id(body);
-                                j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
+                                j.upstream =
+                                    Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
                             }
                         }
                         return Ok(());
@@ -265,7 +266,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 match &answer {
                     Ok((status, body)) if status.is_success() => {
                         let upstream_id = upstream_request_id(body);
-                        j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now };
+                        j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
                         Ok(())
                     }
                     Ok((status, body)) if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) => {
@@ -373,9 +374,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             })
             .await?;
         match step {
-            CancelStep::AlreadyEnded => {
-                Ok(answer(false, format!("request is already {}", job.status.as_str()), &job))
-            }
+            CancelStep::AlreadyEnded => Ok(answer(false, format!("request is already {}", job.status.as_str()), &job)),
             CancelStep::Recorded(message) => Ok(answer(false, message.to_owned(), &job)),
             CancelStep::Canceled => {
                 let canceled = job.status == Status::Canceled;

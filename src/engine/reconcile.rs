@@ -10,7 +10,7 @@ use super::clock::Timestamp;
 use super::config::ApiKey;
 use super::error::{json_response, Error};
 use super::forward::upstream_request;
-use super::job::{codes, Job, JobError, Status, Upstream};
+use super::job::{codes, Job, JobError, Stall, StallReason, Status, Upstream};
 use super::jobs::{move_if_legal, RECONCILE_ON_READ_MS};
 use super::route::{Operation, Subject};
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store};
@@ -58,12 +58,15 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let mut job = job;
         let mut changed = false;
         let expiry_due = job.status == Status::Queued && now >= job.queue_deadline();
-        if let Upstream::Submitted { upstream_id: Some(_), checked_at, .. } = &job.upstream {
+        if let Upstream::Submitted { upstream_id, checked_at, .. } = &job.upstream {
             if !job.status.is_terminal() && (expiry_due || now >= checked_at.plus_millis(min_interval_ms)) {
+                let has_id = upstream_id.is_some();
                 let known = self.reconcile(&job, now).await?;
                 job = known.0;
                 changed = true;
-                if !known.1 && expiry_due {
+                // Not answered (or not askable): expiry waits, as a started job must not be
+                // expired; a job that cannot be asked ends when its stall does.
+                if (!known.1 || !has_id) && expiry_due {
                     return Ok((job, changed));
                 }
                 if job.status == Status::Queued && job.cancel_requested && self.canceled_upstream(&job).await {
@@ -98,25 +101,71 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// Asks the upstream for the job's status and folds it into the record; records the
-    /// attempt either way, so an unreachable upstream is asked again a reconcile interval
-    /// later rather than at once. Returns whether the upstream answered.
+    /// attempt either way, so the reconcile interval paces the next one (an unreachable
+    /// upstream, a job that cannot be asked). Returns whether the upstream answered.
     pub(crate) async fn reconcile(&self, job: &Job, now: Timestamp) -> Result<(Job, bool), Error> {
-        let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
-            return Ok((job.clone(), false));
-        };
-        // A model since removed from the configuration: nothing to ask.
-        let Ok(upstream) = self.config.upstream(&job.subject) else { return Ok((job.clone(), false)) };
-        let Ok(url) = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false) else {
-            return Ok((job.clone(), false));
-        };
-        let request = upstream_request(upstream, Method::GET, url, Bytes::new());
-        let (record, answered) = match self.call(request).await {
-            Ok((status, body)) if status.is_success() => (serde_json::from_slice(&body).unwrap_or(Value::Null), true),
-            _ => (Value::Null, false),
-        };
-        let (job, ()) = self.update(&job.id, |j| apply_upstream_status(j, &record, now)).await?;
+        let asked = self.ask_upstream(job).await;
+        let answered = matches!(asked, Asked::Record(_));
+        let (job, ()) = self.update(&job.id, |j| apply_reconcile(j, &asked, now)).await?;
         Ok((job, answered))
     }
+
+    async fn ask_upstream(&self, job: &Job) -> Asked {
+        let Upstream::Submitted { upstream_id, .. } = &job.upstream else { return Asked::Unanswered };
+        let Some(upstream_id) = upstream_id else { return Asked::Stalled(StallReason::NoUpstreamId) };
+        let Ok(upstream) = self.config.upstream(&job.subject) else {
+            return Asked::Stalled(StallReason::NotConfigured);
+        };
+        let Ok(url) = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false) else {
+            return Asked::Stalled(StallReason::NotConfigured);
+        };
+        match self.call(upstream_request(upstream, Method::GET, url, Bytes::new())).await {
+            Ok((status, body)) if status.is_success() => {
+                Asked::Record(serde_json::from_slice(&body).unwrap_or(Value::Null))
+            }
+            Ok((StatusCode::NOT_FOUND, _)) => Asked::Stalled(StallReason::UpstreamForgot),
+            _ => Asked::Unanswered,
+        }
+    }
+}
+
+/// What asking the upstream about a job gave.
+enum Asked {
+    Record(Value),
+    /// No answer, or not one to act on (5xx, 429): asked again later.
+    Unanswered,
+    /// Nothing the gateway can learn, for this reason.
+    Stalled(StallReason),
+}
+
+/// Folds what asking gave into the record: the attempt's time, the upstream's status, and
+/// the stall, which ends the job FAILED once it has lasted its grace.
+fn apply_reconcile(job: &mut Job, asked: &Asked, now: Timestamp) -> Result<(), Error> {
+    if let Upstream::Submitted { checked_at, .. } = &mut job.upstream {
+        *checked_at = now;
+    }
+    if job.status.is_terminal() {
+        return Ok(());
+    }
+    let stall = match asked {
+        Asked::Record(record) => apply_upstream_status(job, record, now)?,
+        Asked::Unanswered => return Ok(()),
+        Asked::Stalled(reason) => Some(*reason),
+    };
+    let Upstream::Submitted { stalled, .. } = &mut job.upstream else { return Ok(()) };
+    *stalled = match (stall, *stalled) {
+        (None, _) => None,
+        // The same trouble as before: it has lasted since then.
+        (Some(reason), Some(before)) if before.reason == reason => Some(before),
+        (Some(reason), _) => Some(Stall { since: now, reason }),
+    };
+    if let Some(stall) = *stalled {
+        if now >= job.stall_deadline(&stall) && job.status.transition(Status::Failed).is_ok() {
+            job.move_to(Status::Failed, now)?;
+            job.errors.push(stall.reason.error(now.millis_since(stall.since)));
+        }
+    }
+    Ok(())
 }
 
 /// The upstream's own message from a Baseten error body (`message`, `error` or `detail`).
@@ -125,28 +174,32 @@ pub(crate) fn upstream_message(body: &[u8]) -> Option<String> {
     ["message", "error", "detail"].iter().find_map(|k| v[k].as_str().map(str::to_owned))
 }
 
-/// Errors from an upstream status record or webhook payload.
+/// Errors from an upstream status record or webhook payload. A code outside Baseten's enum
+/// becomes `INTERNAL_SERVER_ERROR`, the upstream's own kept as the precise code.
 pub(crate) fn upstream_errors(v: &Value) -> Vec<JobError> {
     v.as_array()
         .map(|errors| {
             errors
                 .iter()
-                .map(|e| JobError {
-                    code: e["code"].as_str().unwrap_or(codes::INTERNAL_SERVER_ERROR).to_owned(),
-                    message: e["message"].as_str().unwrap_or_default().to_owned(),
+                .map(|e| {
+                    let code = e["code"].as_str().unwrap_or(codes::INTERNAL_SERVER_ERROR);
+                    let message = e["message"].as_str().unwrap_or_default().to_owned();
+                    if codes::is_baseten(code) {
+                        JobError::new(code, message)
+                    } else {
+                        JobError::gateway(codes::INTERNAL_SERVER_ERROR, code, message)
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// Folds the upstream's status record into ours. Stale or odd records never move a job backwards.
-fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Result<(), Error> {
-    if let Upstream::Submitted { checked_at, .. } = &mut job.upstream {
-        *checked_at = now;
-    }
-    if job.status.is_terminal() || record.is_null() {
-        return Ok(());
+/// Folds the upstream's status record into ours. Stale or odd records never move a job
+/// backwards. Returns the stall the record shows: finished upstream, result not here.
+fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Result<Option<StallReason>, Error> {
+    if record.is_null() {
+        return Ok(None);
     }
     if let (None, Some(dep)) = (&job.deployment_id, record["deployment_id"].as_str()) {
         job.deployment_id = Some(dep.to_owned());
@@ -157,8 +210,12 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
             job.move_to(Status::InProgress, now)?;
             job.started_at = Some(at.max(job.created_at));
         }
-        // Done upstream; the output comes with the inbox delivery, which may be in flight.
-        "SUCCEEDED" => move_if_legal(job, Status::InProgress, now)?,
+        // Done upstream; the output comes with the inbox delivery, which may be in flight, or
+        // (`WEBHOOK_FAILED`) may never come.
+        "SUCCEEDED" | "WEBHOOK_FAILED" => {
+            move_if_legal(job, Status::InProgress, now)?;
+            return Ok(Some(StallReason::ResultNotDelivered));
+        }
         s @ ("FAILED" | "EXPIRED" | "CANCELED") => {
             let to = match s {
                 "FAILED" => Status::Failed,
@@ -170,14 +227,7 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
                 job.errors = upstream_errors(&record["errors"]);
             }
         }
-        "WEBHOOK_FAILED" if job.status.transition(Status::Failed).is_ok() => {
-            job.move_to(Status::Failed, now)?;
-            job.errors.push(JobError::new(
-                codes::INTERNAL_SERVER_ERROR,
-                "the model finished but the upstream could not deliver its output to the gateway's inbox",
-            ));
-        }
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }
