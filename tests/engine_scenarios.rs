@@ -1513,6 +1513,7 @@ fn a_platform_error_from_the_upstream_gets_code_and_message_and_keeps_its_fields
     let a = w.call("POST", "/models/demo/production/predict", json!({"platform_status": 503}));
     a.assert_error(503, "MODEL_UNAVAILABLE");
     let body = a.json();
+    assert_eq!(body["error_code"], "model_unavailable", "Baseten's enum, in its case");
     assert_eq!((body["message"].as_str(), body["detail"].as_str()), (Some("no replica"), Some("d")), "{body}");
     assert_eq!(a.headers.get("retry-after").unwrap(), "7");
     // The model's own error is not touched.

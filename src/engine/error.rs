@@ -1,8 +1,9 @@
 //! The engine's one error type and the one function that turns it into an HTTP answer.
 //!
 //! Every platform error body is `{"code","message","error","error_code"}`: `code`/`message`
-//! are ours, `error`/`error_code` repeat them so Baseten SDK clients (which read those names)
-//! parse it. A model's own error body never becomes an [`Error`]: it passes through unchanged.
+//! are ours (`code` the precise one), `error` repeats the message and `error_code` is Baseten's
+//! code for it, one of its published enum, so Baseten SDK clients and clients generated from
+//! Baseten's spec parse it. A model's own error body never becomes an [`Error`]: it passes through unchanged.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -142,6 +143,31 @@ impl Error {
         }
     }
 
+    /// Baseten's `ErrorResponse.error_code` for this error: one of [`BASETEN_ERROR_CODES`],
+    /// what a client generated from Baseten's spec accepts. `code` keeps the precise one.
+    pub fn baseten_code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } | Self::Forbidden { .. } | Self::BadSignature { .. } | Self::StaleWebhook => {
+                "unauthorized"
+            }
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnknownSubject { .. } => "model_does_not_exist",
+            Self::NotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::UpgradeRequired
+            | Self::NotImplemented { .. }
+            | Self::InvalidField { .. }
+            | Self::MalformedJson { .. }
+            | Self::RequestNotFound { .. }
+            | Self::IdempotencyKeyReused => "client_error",
+            Self::UpstreamUnreachable { .. } => "model_unavailable",
+            Self::UpstreamTimeout => "timeout",
+            Self::UpstreamProtocol { .. } | Self::Store(_) | Self::Config { .. } | Self::Transition(_) => {
+                "internal_baseten_error"
+            }
+        }
+    }
+
     /// The message a caller sees. Internal details stay out, except the configuration field
     /// name: bad configuration must fail loudly and say where (DESIGN §5); values are never shown.
     pub fn message(&self) -> String {
@@ -173,7 +199,7 @@ impl Error {
 
     /// The one mapping from error to HTTP answer.
     pub fn to_response(&self) -> Response<Bytes> {
-        let body = error_body(self.code(), &self.message());
+        let body = error_body(self.code(), self.baseten_code(), &self.message());
         let mut response = json_response(self.status(), &body);
         if let Self::MethodNotAllowed { allow } = self {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -216,8 +242,41 @@ impl From<IllegalTransition> for Error {
     }
 }
 
-pub(crate) fn error_body(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({ "code": code, "message": message, "error": message, "error_code": code })
+/// Baseten's `ErrorResponse.error_code` enum (its published inference API, 1.0.0).
+pub const BASETEN_ERROR_CODES: [&str; 10] = [
+    "timeout",
+    "client_error",
+    "model_unavailable",
+    "model_not_ready",
+    "model_does_not_exist",
+    "rate_limited",
+    "payload_too_large",
+    "unauthorized",
+    "application_error",
+    "internal_baseten_error",
+];
+
+/// Baseten's `error_code` for a platform error the upstream answered with `status`: its own,
+/// if it gave one of the enum (in any case), else the one its status means.
+pub(crate) fn baseten_code_for(status: StatusCode, given: Option<&str>) -> &'static str {
+    let given = given.map(str::to_ascii_lowercase);
+    if let Some(known) = BASETEN_ERROR_CODES.iter().find(|c| given.as_deref() == Some(**c)) {
+        return known;
+    }
+    match status.as_u16() {
+        401 | 403 => "unauthorized",
+        404 => "model_does_not_exist",
+        408 | 504 => "timeout",
+        413 => "payload_too_large",
+        429 => "rate_limited",
+        502 | 503 => "model_unavailable",
+        400..=499 => "client_error",
+        _ => "internal_baseten_error",
+    }
+}
+
+pub(crate) fn error_body(code: &str, baseten_code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "code": code, "message": message, "error": message, "error_code": baseten_code })
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
@@ -250,7 +309,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["code"], "INVALID_ARGUMENT");
-        assert_eq!(body["error_code"], "INVALID_ARGUMENT");
+        assert_eq!(body["error_code"], "client_error");
         assert_eq!(body["message"], "priority: must be between 0 and 2");
         assert_eq!(body["error"], body["message"]);
     }

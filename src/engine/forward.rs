@@ -70,8 +70,8 @@ pub(crate) fn json_request(upstream: &Upstream, method: Method, url: String, bod
 }
 
 /// A platform error from the upstream, as the gateway's errors are: `code` and `message`
-/// (from Baseten's `error_code` and `error`, which are kept, as is every other field), so a
-/// caller reads every platform error the same way.
+/// (from Baseten's `error_code` and `error`; every other field is kept), so a caller reads
+/// every platform error the same way; `error_code` always one of Baseten's enum.
 fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
     let mut error = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(fields)) => fields,
@@ -85,9 +85,10 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
         .or_else(|| text(error.get("error")))
         .or_else(|| text(error.get("detail")))
         .unwrap_or_else(|| format!("the model's platform answered {status}"));
-    error.entry("code").or_insert_with(|| code.clone().into());
+    let baseten_code = super::error::baseten_code_for(status, text(error.get("error_code")).as_deref());
+    error.entry("code").or_insert_with(|| code.into());
     error.entry("message").or_insert_with(|| message.clone().into());
-    error.entry("error_code").or_insert_with(|| code.into());
+    error.insert("error_code".to_owned(), baseten_code.into());
     error.entry("error").or_insert_with(|| message.into());
     Bytes::from(Value::Object(error).to_string())
 }

@@ -11,6 +11,10 @@ use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+/// Baseten's published schemas, as the conformance suite checks every answer against them.
+#[path = "../conformance/src/baseten_schema.rs"]
+pub mod baseten_schema;
+
 use bytes::Bytes;
 use edge_predict::engine::{
     Body, Config, Ctx, Engine, HttpClient, MemoryStore, Store, StoreError, Timestamp, TransportError, Version,
@@ -415,7 +419,8 @@ impl Answer {
         assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
         let b = self.json();
         assert_eq!(b["code"], code, "{b}");
-        assert_eq!(b["error_code"], code, "{b}");
+        baseten_schema::error_response(&b).unwrap();
+        assert!(b["error_code"].is_string(), "{b}");
         assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()), "{b}");
         assert_eq!(b["error"], b["message"]);
     }
@@ -555,7 +560,9 @@ impl World {
     pub fn status(&self, id: &str) -> Value {
         let a = self.call("GET", &format!("/async_request/{id}"), Value::Null);
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        a.json()
+        let record = a.json();
+        baseten_schema::status_record(&record).unwrap();
+        record
     }
 
     pub fn sweep(&self) -> edge_predict::engine::SweepReport {

@@ -34,6 +34,21 @@ impl Answer {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every answer the gateway makes is one a client generated from Baseten's spec parses:
+    /// its error bodies (those with the gateway's `code`) and its status records.
+    fn check_against_basetens_schemas(&self) {
+        let Ok(body) = serde_json::from_slice::<Value>(&self.body) else { return };
+        let what = format!("{} {} -> {}", self.method, self.path, self.status);
+        if self.status >= 400 && body.get("code").is_some() {
+            crate::baseten_schema::error_response(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        let path = self.path.split('?').next().unwrap_or_default();
+        let is_status_read = self.method == "GET" && path.contains("/async_request/") && !path.ends_with("/usage");
+        if self.status == 200 && is_status_read && body.get("status").is_some() {
+            crate::baseten_schema::status_record(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+
     /// Asserts the status, naming the request and showing the body when it differs.
     pub fn expect(&self, status: u16) -> &Self {
         assert_eq!(
@@ -57,7 +72,8 @@ impl Answer {
         assert_eq!(body["code"], code, "{what}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message missing: {what}");
         assert_eq!(body["error"], body["message"], "error mirrors message: {what}");
-        assert_eq!(body["error_code"], body["code"], "error_code mirrors code: {what}");
+        let baseten = body["error_code"].as_str().unwrap_or_default();
+        assert!(crate::baseten_schema::ERROR_CODES.contains(&baseten), "error_code is Baseten's: {what}");
         body
     }
 
@@ -109,7 +125,9 @@ impl Api {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_else(|e| panic!("{method} {path}: body: {e}")).to_vec();
-        Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body }
+        let answer = Answer { method: method.to_owned(), path: path.to_owned(), status, headers, body };
+        answer.check_against_basetens_schemas();
+        answer
     }
 
     /// Sends one request like [`Api::send`] and returns once the head has arrived; the body is

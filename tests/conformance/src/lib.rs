@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod baseten_schema;
 pub mod client;
 pub mod hostile;
 pub mod receiver;
