@@ -244,3 +244,21 @@ fn a_sync_route_cannot_walk_out_of_sync_with_dot_segments_or_encoded_separators(
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.json()["path"], "/models/demo/production/sync/v1/models/a..b");
 }
+
+/// The README's pattern: the backend submits with a webhook, then mints the page a token
+/// bound to that job. The page sees the job and its delivery history, never the endpoint
+/// (which may carry the backend's secret in its path or query); the backend still does.
+#[test]
+fn a_browser_token_never_sees_the_webhook_endpoint() {
+    let w = World::new();
+    let hook = "https://hooks.example.com/done?secret=backend-only";
+    let id = w.submit(json!({"model_input": 1, "webhook_endpoint": hook}));
+    let token =
+        minted(&w, KEY, json!({"models": ["demo"], "operations": ["status"], "origins": [APP], "request_id": id}));
+    let page = from(&w, "GET", &format!("/async_request/{id}"), &token, Some(APP));
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let record = page.json();
+    assert!(record["webhook"].is_object() && record["webhook"]["endpoint"].is_null(), "{record}");
+    assert!(!String::from_utf8_lossy(&page.body).contains("backend-only"), "{record}");
+    assert_eq!(w.status(&id)["webhook"]["endpoint"], hook, "the key that submitted sees it");
+}

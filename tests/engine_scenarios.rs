@@ -985,7 +985,7 @@ fn a_browser_origin_outside_the_keys_scope_is_refused_and_an_allowed_one_gets_co
 }
 
 #[test]
-fn a_bad_configuration_document_answers_500_naming_the_field() {
+fn a_bad_configuration_document_answers_500_naming_its_top_level_field_and_logs_the_whole() {
     let err = edge_predict::engine::Config::parse(
         r#"{"public_base_url": "https://x.example", "keys": [{"id": "a", "sha256": "zz"}], "id_secret_name": "IDS"}"#,
         &|_| Some("request-id-secret-0123456789abcdef0123".to_owned()),
@@ -995,7 +995,10 @@ fn a_bad_configuration_document_answers_500_naming_the_field() {
     assert_eq!(response.status(), 500);
     let body: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body["code"], "GATEWAY_MISCONFIGURED");
-    assert!(body["message"].as_str().unwrap().contains("keys[0].sha256"), "{body}");
+    // The caller learns the top-level field; the operator's log (the error's Display) the whole.
+    assert!(body["message"].as_str().unwrap().contains("'keys'"), "{body}");
+    assert!(!body.to_string().contains("keys[0]"), "{body}");
+    assert!(err.to_string().contains("keys[0].sha256"), "{err}");
 }
 
 // ---------- platforms without alarms (Spin) ----------

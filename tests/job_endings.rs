@@ -146,3 +146,20 @@ fn upstream_error_codes_outside_basetens_enum_become_internal_server_error() {
         (Some("MODEL_PREDICT_ERROR"), None)
     );
 }
+
+/// A model whose exception text is huge (it echoes its input, say) must not grow the job's
+/// record past what a store row holds (2 MB on Workers), or every later write of it fails and
+/// the job never ends: at most 16 errors are kept, each message cut to 8 KiB.
+#[test]
+fn upstream_error_text_is_kept_bounded() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    let huge = "é".repeat(100_000);
+    let errors: Vec<Value> = (0..40).map(|_| json!({"code": "MODEL_PREDICT_ERROR", "message": huge})).collect();
+    assert_eq!(w.send(w.inbox_delivery(&id, Value::Null, json!(errors), INBOUND_SECRET)).status, 200);
+    let s = w.status(&id);
+    let kept = s["errors"].as_array().unwrap();
+    assert_eq!((s["status"].as_str(), kept.len()), (Some("FAILED"), 16), "{}", &s.to_string()[..200]);
+    assert!(kept.iter().all(|e| e["message"].as_str().unwrap().len() <= 8 * 1024 + 64));
+    assert!(w.store_get(&format!("job/{id}")).unwrap().len() < 200 * 1024);
+}

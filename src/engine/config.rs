@@ -806,7 +806,8 @@ mod tests {
     }
 
     /// A secret pasted where its name belongs, or where any other value belongs, must not be
-    /// published by the unauthenticated error every caller then gets; the field is named.
+    /// published by the unauthenticated error every caller then gets. The caller is told the
+    /// top-level field only (the full path names key and model ids); the log has the whole.
     #[test]
     fn a_misconfiguration_names_the_field_and_never_echoes_a_value() {
         const PASTED: &str = "sk-live-0123456789abcdef";
@@ -818,7 +819,10 @@ mod tests {
             let e = Config::parse(&doc.to_string(), &secrets).unwrap_err();
             let body = String::from_utf8(e.to_response().into_body().to_vec()).unwrap();
             assert!(!body.contains(PASTED) && !format!("{e:?}").contains(PASTED), "{body}");
-            assert!(body.contains(field) && body.contains("GATEWAY_MISCONFIGURED"), "{body}");
+            let top = field.split('.').next().unwrap();
+            assert!(body.contains(&format!("'{top}'")) && body.contains("GATEWAY_MISCONFIGURED"), "{body}");
+            assert!(!body.contains("demo"), "no model id for the caller: {body}");
+            assert!(e.to_string().contains(field) && !e.to_string().contains(PASTED), "the log names it: {e}");
         }
     }
 

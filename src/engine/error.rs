@@ -192,7 +192,12 @@ impl Error {
             Self::UpstreamTimeout => "the model's upstream did not answer in time".to_owned(),
             Self::UpstreamProtocol { .. } => "the model's upstream answered with an unexpected response".to_owned(),
             Self::Store(_) => "job storage is unavailable; retry the request".to_owned(),
-            Self::Config { field, message } => format!("gateway configuration is invalid at '{field}': {message}"),
+            // Only the top-level field: the full path names key and model ids, which are not
+            // a caller's to learn (the log has it, see `Display`).
+            Self::Config { field, .. } => {
+                let top = field.split(['.', '[']).next().unwrap_or_default();
+                format!("gateway configuration is invalid at '{top}'; the operator's log names the field")
+            }
             Self::Transition(_) => "internal error".to_owned(),
         }
     }
@@ -222,6 +227,7 @@ impl std::fmt::Display for Error {
                 write!(f, "{}: {message}", self.code())
             }
             Self::Store(e) => write!(f, "{}: {e}", self.code()),
+            Self::Config { field, message } => write!(f, "{}: invalid at '{field}': {message}", self.code()),
             Self::Transition(t) => write!(f, "{}: {t}", self.code()),
             _ => write!(f, "{}: {}", self.code(), self.message()),
         }

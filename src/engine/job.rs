@@ -531,7 +531,9 @@ impl Job {
     }
 
     /// The status record as callers see it, with the output (read from wherever it is kept).
-    pub fn view(&self, now: Timestamp, price_per_second: f64, output: Option<Value>) -> Value {
+    /// `show_endpoint`: whether the caller may see the webhook's endpoint, which may carry a
+    /// secret in its path or query (a browser token may not).
+    pub fn view(&self, now: Timestamp, price_per_second: f64, output: Option<Value>, show_endpoint: bool) -> Value {
         let mut v = json!({
             "request_id": self.id,
             self.subject.id_field(): self.subject.id(),
@@ -549,7 +551,7 @@ impl Job {
         }
         if let Some(w) = &self.webhook {
             v["webhook"] = json!({
-                "endpoint": w.endpoint,
+                "endpoint": show_endpoint.then_some(&w.endpoint),
                 "attempts": w.attempts.iter().map(|a| json!({
                     "at": a.at.rfc3339(), "status_code": a.status_code, "error": a.error,
                 })).collect::<Vec<_>>(),

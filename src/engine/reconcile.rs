@@ -36,7 +36,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         auth::authorize_job(key, &job)?;
         auth::authorize(key, Operation::Status, &job.subject, origin)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
-        let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?);
+        let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?, key.token.is_none());
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
         let mut outcome = Outcome::new(full(json_response(StatusCode::OK, &view)), wake_at);
         // A long-poll: until the job ends or the wait is over, ask again shortly.
@@ -168,26 +168,44 @@ fn apply_reconcile(job: &mut Job, asked: &Asked, now: Timestamp) -> Result<(), E
     Ok(())
 }
 
+/// The most of an upstream's error text a record keeps: a model whose exception echoes its
+/// input must not grow its job's record past what a store row holds (2 MB on Workers).
+pub(crate) const UPSTREAM_MESSAGE_LIMIT: usize = 8 * 1024;
+/// The most upstream errors a record keeps.
+pub(crate) const UPSTREAM_ERRORS_LIMIT: usize = 16;
+
+/// `text` cut to [`UPSTREAM_MESSAGE_LIMIT`] bytes at a character boundary, marked if cut.
+fn capped(text: &str) -> String {
+    if text.len() <= UPSTREAM_MESSAGE_LIMIT {
+        return text.to_owned();
+    }
+    let end = (0..=UPSTREAM_MESSAGE_LIMIT).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}… ({} bytes, cut)", &text[..end], text.len())
+}
+
 /// The upstream's own message from a Baseten error body (`message`, `error` or `detail`).
 pub(crate) fn upstream_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    ["message", "error", "detail"].iter().find_map(|k| v[k].as_str().map(str::to_owned))
+    ["message", "error", "detail"].iter().find_map(|k| v[k].as_str().map(capped))
 }
 
-/// Errors from an upstream status record or webhook payload. A code outside Baseten's enum
+/// Errors from an upstream status record or webhook payload, at most
+/// [`UPSTREAM_ERRORS_LIMIT`] of them, each message capped. A code outside Baseten's enum
 /// becomes `INTERNAL_SERVER_ERROR`, the upstream's own kept as the precise code.
 pub(crate) fn upstream_errors(v: &Value) -> Vec<JobError> {
     v.as_array()
         .map(|errors| {
             errors
                 .iter()
+                .take(UPSTREAM_ERRORS_LIMIT)
                 .map(|e| {
                     let code = e["code"].as_str().unwrap_or(codes::INTERNAL_SERVER_ERROR);
-                    let message = e["message"].as_str().unwrap_or_default().to_owned();
+                    let message = capped(e["message"].as_str().unwrap_or_default());
                     if codes::is_baseten(code) {
                         JobError::new(code, message)
                     } else {
-                        JobError::gateway(codes::INTERNAL_SERVER_ERROR, code, message)
+                        let precise = if code.len() <= 64 { code } else { "UPSTREAM_ERROR" };
+                        JobError::gateway(codes::INTERNAL_SERVER_ERROR, precise, message)
                     }
                 })
                 .collect()

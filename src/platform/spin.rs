@@ -84,7 +84,11 @@ fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let config = match load_config() {
         Ok(c) => c,
-        Err(e) => return send_response(out, e.to_response()),
+        Err(e) => {
+            // The operator's log names the whole field; the caller is told its top level only.
+            eprintln!("{e}");
+            return send_response(out, e.to_response());
+        }
     };
     // Credentials and announced size first: a refused request reads no body, opens no store.
     let gate = Engine::new(&config, &NoStore, &WasiHttp);

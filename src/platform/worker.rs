@@ -287,7 +287,11 @@ fn request_head(raw: &worker::web_sys::Request) -> Result<Request<()>, Error> {
 async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
     let config = match load_config(&env) {
         Ok(c) => c,
-        Err(e) => return Ok(error_response(&e)),
+        Err(e) => {
+            // The operator's log names the whole field; the caller is told its top level only.
+            worker::console_error!("{e}");
+            return Ok(error_response(&e));
+        }
     };
     let entropy = entropy();
     let engine = Engine::new(&config, &SqlStore::STATELESS, &FetchClient);
