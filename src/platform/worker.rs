@@ -38,8 +38,19 @@ const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
 
 /// An upstream's answer body as workerd has it: handed back to the caller as the runtime's own
 /// stream (natively piped, never through this module), or read here when the engine needs it.
+/// A body the engine reads is read within the deadline of the call that got it.
 #[derive(Debug)]
-struct UpstreamBody(Option<worker::web_sys::ReadableStream>);
+struct UpstreamBody {
+    stream: Option<worker::web_sys::ReadableStream>,
+    deadline: Option<Deadline>,
+}
+
+/// When a call must be done (`Date.now()` milliseconds), and how to stop it then.
+#[derive(Debug)]
+struct Deadline {
+    at_ms: f64,
+    controller: AbortController,
+}
 
 fn now() -> Timestamp {
     Timestamp::from_millis(Date::now().as_millis())
@@ -112,8 +123,8 @@ fn into_response(response: Response<Body<UpstreamBody>>) -> worker::Response {
         // No body at all, not an empty one: 101, 204 and 304 may carry none.
         Body::Full(bytes) if bytes.is_empty() => builder.empty(),
         Body::Full(bytes) => builder.fixed(bytes.to_vec()),
-        Body::Upstream(UpstreamBody(Some(stream))) => builder.stream(stream),
-        Body::Upstream(UpstreamBody(None)) => builder.empty(),
+        Body::Upstream(UpstreamBody { stream: Some(stream), .. }) => builder.stream(stream),
+        Body::Upstream(UpstreamBody { stream: None, .. }) => builder.empty(),
     }
 }
 
@@ -163,6 +174,7 @@ impl FetchClient {
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let controller = AbortController::default();
         let signal = controller.signal();
+        let at_ms = Date::now().as_millis() as f64 + timeout_ms as f64;
         let fetch = Fetch::Request(request);
         let answered = {
             let sent = Box::pin(fetch.send_with_signal(&signal));
@@ -178,7 +190,7 @@ impl FetchClient {
                 let raw: worker::web_sys::Response = response.into();
                 let mut head = Response::builder()
                     .status(raw.status())
-                    .body(UpstreamBody(raw.body()))
+                    .body(UpstreamBody { stream: raw.body(), deadline: Some(Deadline { at_ms, controller }) })
                     .map_err(|e| TransportError::Connect(e.to_string()))?;
                 *head.headers_mut() = http::HeaderMap::from(worker::Headers(raw.headers()));
                 if let Some(socket) = raw.websocket() {
@@ -263,12 +275,24 @@ impl HttpClient for FetchClient {
     }
 
     async fn read(&self, body: UpstreamBody, limit: usize) -> Result<Bytes, TransportError> {
-        let Some(stream) = body.0 else { return Ok(Bytes::new()) };
-        Limited::new(worker::Body::new(stream), limit)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| TransportError::Body(e.to_string()))
+        let Some(stream) = body.stream else { return Ok(Bytes::new()) };
+        let collect = Box::pin(Limited::new(worker::Body::new(stream), limit).collect());
+        let read = match body.deadline {
+            // Within what is left of the call's deadline: a body that drips, a byte now and
+            // then, must not hold a submission past its claim.
+            Some(deadline) => {
+                let left = (deadline.at_ms - Date::now().as_millis() as f64).max(0.0) as u64;
+                match select(collect, Delay::from(std::time::Duration::from_millis(left))).await {
+                    Race::Left((read, _)) => read,
+                    Race::Right(((), _)) => {
+                        deadline.controller.abort();
+                        return Err(TransportError::Timeout);
+                    }
+                }
+            }
+            None => collect.await,
+        };
+        read.map(|c| c.to_bytes()).map_err(|e| TransportError::Body(e.to_string()))
     }
 }
 
@@ -640,7 +664,7 @@ mod tests {
     }
 
     fn upstream_body(chunks: &[&[u8]]) -> UpstreamBody {
-        UpstreamBody(js_body(chunks).into_inner())
+        UpstreamBody { stream: js_body(chunks).into_inner(), deadline: None }
     }
 
     fn env(vars: &[(&str, &str)]) -> Env {
@@ -681,7 +705,7 @@ mod tests {
         let client = FetchClient;
         assert_eq!(client.read(upstream_body(&[b"ok"]), 2).await.unwrap().as_ref(), b"ok");
         assert!(matches!(client.read(upstream_body(&[b"too long"]), 2).await, Err(TransportError::Body(_))));
-        assert_eq!(client.read(UpstreamBody(None), 2).await.unwrap().as_ref(), b"");
+        assert_eq!(client.read(UpstreamBody { stream: None, deadline: None }, 2).await.unwrap().as_ref(), b"");
     }
 
     #[wasm_bindgen_test]

@@ -2,7 +2,8 @@
 //! spin-sdk's `send`, for what that cannot do:
 //!
 //! - explicit deadlines: connect, first byte and between bytes from
-//!   [`OUTBOUND_TIMEOUT_MS`], and the whole body within it too (Spin's own default is 600 s);
+//!   [`OUTBOUND_TIMEOUT_MS`], and the whole call, head and body, within it too (each wait
+//!   polled against a monotonic-clock timer; Spin's own default is 600 s);
 //! - a known `Content-Length` on every request (a body sent chunked reaches receivers that
 //!   read by `Content-Length` empty);
 //! - a response body left unread until asked for ([`WasiBody`]: a webhook receiver's body is
@@ -22,6 +23,8 @@ use spin_sdk::wit::wasi::http0_2_0::types::{
 };
 #[cfg(feature = "spin")]
 use spin_sdk::wit::wasi::http0_2_0::types::{IncomingRequest, OutgoingResponse, ResponseOutparam};
+use wasi::clocks::monotonic_clock;
+use wasi::io::poll::{self, Pollable};
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 use crate::engine::{HttpClient, TransportError, MAX_REQUEST_BODY, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
@@ -254,11 +257,14 @@ fn write_body(sink: &OutgoingBody, body: &WasiStream) -> Result<(), TransportErr
 
 /// The response of a request handed to the host, its body unread.
 fn receive(future: &FutureIncomingResponse, deadline: Instant) -> Result<Response<WasiBody>, TransportError> {
-    future.subscribe().block();
+    // The host's connect and first-byte timeouts each allow the whole deadline; together they
+    // must not, so the head is awaited against the call's deadline too.
+    wait_until(&future.subscribe(), deadline);
     let incoming = match future.get() {
         Some(Ok(Ok(response))) => response,
         Some(Ok(Err(code))) => return Err(transport(code)),
-        Some(Err(())) | None => return Err(TransportError::Connect("no response".to_owned())),
+        Some(Err(())) => return Err(TransportError::Connect("no response".to_owned())),
+        None => return Err(TransportError::Timeout),
     };
     let mut response = Response::builder().status(incoming.status());
     let mut length = None;
@@ -274,13 +280,25 @@ fn receive(future: &FutureIncomingResponse, deadline: Instant) -> Result<Respons
         .map_err(|e| TransportError::Body(format!("bad response head: {e}")))
 }
 
+/// Blocks until `ready` is, or `deadline` has passed, whichever comes first.
+fn wait_until(ready: &Pollable, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timer = monotonic_clock::subscribe_duration(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+    poll::poll(&[ready, &timer]);
+}
+
 /// Reads a response body whole, up to `cap` bytes and `deadline`.
 fn read_body(body: IncomingBody, cap: usize, deadline: Instant) -> Result<Bytes, TransportError> {
     let mut bytes = Vec::new();
     {
         let stream = body.stream().map_err(|()| TransportError::Body("not readable".to_owned()))?;
         loop {
-            match stream.blocking_read(READ_CHUNK) {
+            wait_until(&stream.subscribe(), deadline);
+            if Instant::now() > deadline {
+                return Err(TransportError::Timeout);
+            }
+            // Ready, or closed: what is there (possibly nothing yet, then poll again).
+            match stream.read(READ_CHUNK) {
                 Ok(chunk) => {
                     if bytes.len() + chunk.len() > cap {
                         return Err(TransportError::Body(format!("body exceeds {cap} bytes")));
@@ -289,9 +307,6 @@ fn read_body(body: IncomingBody, cap: usize, deadline: Instant) -> Result<Bytes,
                 }
                 Err(StreamError::Closed) => break,
                 Err(e) => return Err(stream_error(&e)),
-            }
-            if Instant::now() > deadline {
-                return Err(TransportError::Timeout);
             }
         }
     }

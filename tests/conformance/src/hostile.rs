@@ -1,6 +1,6 @@
-//! Webhook receivers that misbehave below the level of a status code, on raw TCP: one that
-//! announces a body and sends a piece of it, one whose body never ends. Each reads the
-//! delivery, counts it, and answers with an error status in its misbehaving way.
+//! Peers that misbehave below the level of a status code, on raw TCP: webhook receivers that
+//! announce a body and send a piece of it, or whose body never ends, and an upstream whose
+//! body drips. Each reads the request, counts it, and answers in its misbehaving way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,9 @@ pub enum Misbehavior {
     TruncatedBody,
     /// `503`, chunked, and chunks for as long as the connection stays open.
     EndlessBody,
+    /// `201` with `Content-Length: 1048576`, then one byte a second for as long as the
+    /// connection stays open: no gap between bytes is long, the body is never done.
+    DrippingBody,
 }
 
 #[derive(Debug)]
@@ -43,6 +46,11 @@ impl HostileReceiver {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Its origin, to configure as a model's upstream.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Deliveries read whole so far.
@@ -91,6 +99,16 @@ async fn read_request(stream: &mut TcpStream, misbehavior: Misbehavior, count: &
                           content-length: 1048576\r\n\r\n{\"error\": \"trunc";
             stream.write_all(answer.as_bytes()).await?;
             stream.shutdown().await
+        }
+        Misbehavior::DrippingBody => {
+            let head = "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n\
+                        content-length: 1048576\r\n\r\n{";
+            stream.write_all(head.as_bytes()).await?;
+            // Until the gateway closes the connection (a write then fails).
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                stream.write_all(b" ").await?;
+            }
         }
         Misbehavior::EndlessBody => {
             let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\

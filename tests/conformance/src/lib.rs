@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// A boxed, sendable future (the [`Gateway`] trait is object-safe).
@@ -102,6 +102,13 @@ pub struct GatewaySpec {
 }
 
 impl GatewaySpec {
+    /// Adds model `name` in front of `upstream` (with the test's upstream key).
+    pub fn add_model(&mut self, name: &str, upstream: &str) {
+        let mut doc: Value = serde_json::from_str(&self.config_json).expect("the test's own document");
+        doc["models"][name] = json!({"upstream": upstream, "api_key_secret_name": "UPSTREAM_API_KEY"});
+        self.config_json = doc.to_string();
+    }
+
     /// The test configuration on a free port, in front of the upstream at `upstream_url`, with
     /// model `broken` pointing at `closed_port`, and every secret the document names.
     pub fn for_upstream(upstream_url: &str, closed_port: u16) -> Self {
@@ -167,6 +174,8 @@ pub struct World {
     pub run_id: String,
     /// The local upstream, which counts what it accepted.
     pub upstream: local_upstream::ServerHandle,
+    /// Model `dripping`'s upstream: it accepts, then its body drips a byte a second, forever.
+    pub dripping: hostile::HostileReceiver,
 }
 
 impl std::fmt::Debug for World {
@@ -358,9 +367,12 @@ async fn start_world(start: StartGateway) -> Result<World, String> {
     };
     let upstream = local_upstream::start("127.0.0.1:0", upstream_config).await.map_err(|e| e.to_string())?;
     let closed_port = free_port();
-    let gateway = start(GatewaySpec::for_upstream(&upstream.url(), closed_port)).await?;
+    let dripping = hostile::HostileReceiver::start(hostile::Misbehavior::DrippingBody).await;
+    let mut spec = GatewaySpec::for_upstream(&upstream.url(), closed_port);
+    spec.add_model("dripping", &format!("{}/models/dripping", dripping.origin()));
+    let gateway = start(spec).await?;
     let api = client::Api::new(gateway.base_url());
     let run_id =
         format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
-    Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, upstream })
+    Ok(World { gateway, api, receiver, upstream_url: upstream.url(), closed_port, run_id, upstream, dripping })
 }

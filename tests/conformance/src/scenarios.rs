@@ -44,6 +44,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         async_chain_run_remote,
         async_model_failure_is_failed_with_errors,
         async_submit_survives_an_unreachable_upstream,
+        an_upstream_answer_that_drips_holds_a_submission_no_longer_than_the_deadline,
         async_job_expires_in_queue,
         idempotency_key_submits_once,
         concurrent_submits_same_key_and_distinct,
@@ -333,6 +334,23 @@ async fn async_submit_survives_an_unreachable_upstream(w: Arc<World>) {
     let s = w.api.status(&id).await;
     assert_eq!(s["status"], "CANCELED", "{s}");
     assert_eq!(in_progress_ms(&s), 0, "{s}");
+}
+
+/// An upstream that accepts a submission, then drips its answer a byte a second, forever (no
+/// gap long enough for a between-bytes timeout) holds the submission no longer than the
+/// outbound deadline, head and body together: the caller gets its 201 and the job waits for a
+/// retry. Without that deadline the submit hangs (here, past the client's own 60 s), and on
+/// Workers the claim lapses and the next sweep submits the job a second time.
+async fn an_upstream_answer_that_drips_holds_a_submission_no_longer_than_the_deadline(w: Arc<World>) {
+    let before = w.dripping.requests();
+    let a = w.api.post("/models/dripping/production/async_predict", json!({"model_input": {"x": 1}})).await;
+    let id = a.expect(201).request_id();
+    let s = w.api.status(&id).await;
+    assert_eq!(s["status"], "QUEUED", "{s}");
+    assert_eq!(s["usage"]["attempts"], 1, "one submission attempt, ended by the deadline: {s}");
+    assert_eq!(w.dripping.requests(), before + 1);
+    let c = w.api.send("DELETE", &format!("/async_request/{id}"), Some(keys::FULL), &[], Body::None).await;
+    assert_eq!(c.expect(200).json()["canceled"], true, "no retry left to drip");
 }
 
 /// Known gateway bug (reported): when the upstream's webhook for an expired request (data
