@@ -22,13 +22,42 @@ fn status_read_reconciling_while_the_inbox_stores_the_result_keeps_the_output() 
     w.set_upstream_status(&id, "SUCCEEDED");
     w.advance_ms(2_000);
     let read = w.handle(w.request("GET", &format!("/async_request/{id}"), Some(KEY), Bytes::new()));
-    let answer = w.race(At::Write(format!("job/{id}")), read, || {
-        let stored = w.send(w.inbox_delivery(&id, json!({"the": "output"}), json!([]), INBOUND_SECRET));
-        assert_eq!(stored.status, 200, "{:?}", stored.body);
-    });
+    let mut read = std::pin::pin!(read);
+    // Held as it writes what the upstream said (after its claim on the reconcile).
+    let asking = w.park(read.as_mut(), At::Send(format!("async_request/{}", w.upstream_job(&id).id)));
+    let writing = w.store.gate.arm(At::Write(format!("job/{id}")));
+    assert!(w.resume(read.as_mut(), asking).is_none() && w.store.gate.parked(writing));
+    let stored = w.send(w.inbox_delivery(&id, json!({"the": "output"}), json!([]), INBOUND_SECRET));
+    assert_eq!(stored.status, 200, "{:?}", stored.body);
+    let answer = w.resume(read.as_mut(), writing).expect("the read ends");
     assert_eq!(answer.status, 200);
     let s = w.status(&id);
     assert_eq!((s["status"].as_str(), &s["output"]), (Some("SUCCEEDED"), &json!({"the": "output"})), "{s}");
+}
+
+/// Upstream status reads of one job, however many read it at once.
+fn upstream_status_reads(w: &World) -> usize {
+    w.net.sent.borrow().iter().filter(|r| r.method() == "GET" && r.uri().path().contains("/async_request/")).count()
+}
+
+/// Many pollers of one job (a page's tabs, a held long-poll each) find it due for a reconcile
+/// at once. The reconcile is claimed on the record before the upstream is asked: while the
+/// first is asking, the others answer from the record, and the upstream is asked once.
+#[test]
+fn pollers_finding_a_job_due_at_once_ask_the_upstream_once() {
+    let w = World::new();
+    let id = w.submit(json!({"model_input": 1}));
+    w.set_upstream_status(&id, "IN_PROGRESS");
+    w.advance_ms(2_000);
+    let before = upstream_status_reads(&w);
+    let first = w.handle(w.request("GET", &format!("/async_request/{id}"), Some(KEY), Bytes::new()));
+    let answer = w.race(At::Send(format!("async_request/{}", w.upstream_job(&id).id)), first, || {
+        for _ in 0..5 {
+            assert_eq!(w.status(&id)["status"], "QUEUED", "answered from the record while the first asks");
+        }
+    });
+    assert_eq!(answer.json()["status"], "IN_PROGRESS");
+    assert_eq!(upstream_status_reads(&w) - before, 1, "one upstream read for six readers");
 }
 
 /// A sweep lists the index between a submit's index entry and its record. Taking the entry

@@ -15,8 +15,22 @@ use super::jobs::{move_if_legal, RECONCILE_ON_READ_MS};
 use super::route::{Operation, Subject};
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store};
 
-/// How often a held long-poll looks at its job again.
+/// How soon a held long-poll first looks at its job again; each later look waits twice as
+/// long as the one before, up to [`LONG_POLL_STEP_MAX_MS`].
 const LONG_POLL_STEP_MS: u64 = 500;
+const LONG_POLL_STEP_MAX_MS: u64 = 2_000;
+
+/// The wait before a held poll's next look, `held_ms` after it was received: 500 ms, then
+/// 1 s, then every 2 s (17 looks in 30 s, not 61).
+fn long_poll_step(held_ms: u64) -> u64 {
+    let mut step = LONG_POLL_STEP_MS;
+    let mut at = 0;
+    while at + step <= held_ms && step < LONG_POLL_STEP_MAX_MS {
+        at += step;
+        step *= 2;
+    }
+    step.min(LONG_POLL_STEP_MAX_MS)
+}
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn status(
@@ -42,7 +56,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         // A long-poll: until the job ends or the wait is over, ask again shortly.
         let deadline = ctx.received_at.plus_millis(wait_ms);
         if !job.status.is_terminal() && now < deadline {
-            outcome.hold_until = Some(now.plus_millis(LONG_POLL_STEP_MS).min(deadline));
+            let step = long_poll_step(now.millis_since(ctx.received_at));
+            outcome.hold_until = Some(now.plus_millis(step).min(deadline));
         }
         Ok(outcome)
     }
@@ -58,23 +73,52 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let mut job = job;
         let mut changed = false;
         let expiry_due = job.status == Status::Queued && now >= job.queue_deadline();
-        if let Upstream::Submitted { upstream_id, checked_at, .. } = &job.upstream {
-            if !job.status.is_terminal() && (expiry_due || now >= checked_at.plus_millis(min_interval_ms)) {
-                let has_id = upstream_id.is_some();
-                let known = self.reconcile(&job, now).await?;
-                job = known.0;
-                changed = true;
-                // Not answered (or not askable): expiry waits, as a started job must not be
-                // expired; a job that cannot be asked ends when its stall does.
-                if (!known.1 || !has_id) && expiry_due {
-                    return Ok((job, changed));
-                }
-                if job.status == Status::Queued && job.cancel_requested && self.canceled_upstream(&job).await {
-                    // A cancel recorded while its submission was in flight, whose submitter
-                    // did not live to send it: sent now, at most once per reconcile interval.
-                    job = self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0;
-                }
+        // Past its queue deadline a job is asked at once if it was last asked before it, then
+        // at most once a read interval, whoever reads.
+        let interval = if expiry_due { min_interval_ms.min(RECONCILE_ON_READ_MS) } else { min_interval_ms };
+        let due = |j: &Job| match &j.upstream {
+            Upstream::Submitted { checked_at, .. } => {
+                let asked_before_deadline = expiry_due && *checked_at < j.queue_deadline();
+                !j.status.is_terminal() && (asked_before_deadline || now >= checked_at.plus_millis(interval))
             }
+            _ => false,
+        };
+        if due(&job) {
+            // Claimed on the record first, as submissions and deliveries are: of the readers
+            // (and the sweep) that find the job due at once, one asks the upstream; the others
+            // answer from the record as it is.
+            let (claimed, won) = self
+                .update(&job.id, |j| {
+                    let won = due(j);
+                    if let (true, Upstream::Submitted { checked_at, .. }) = (won, &mut j.upstream) {
+                        *checked_at = now;
+                    }
+                    Ok(won)
+                })
+                .await?;
+            job = claimed;
+            if !won {
+                // Another is asking: its answer (and any expiry) is its to write.
+                return Ok((job, false));
+            }
+            let has_id = matches!(job.upstream, Upstream::Submitted { upstream_id: Some(_), .. });
+            let known = self.reconcile(&job, now).await?;
+            job = known.0;
+            changed = true;
+            // Not answered (or not askable): expiry waits, as a started job must not be
+            // expired; a job that cannot be asked ends when its stall does.
+            if (!known.1 || !has_id) && expiry_due {
+                return Ok((job, changed));
+            }
+            if job.status == Status::Queued && job.cancel_requested && self.canceled_upstream(&job).await {
+                // A cancel recorded while its submission was in flight, whose submitter did
+                // not live to send it: sent now, at most once per reconcile interval.
+                job = self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0;
+            }
+        } else if expiry_due && matches!(job.upstream, Upstream::Submitted { .. }) {
+            // Asked within the interval: expiry waits for the next ask, which learns first
+            // whether the upstream has started it.
+            return Ok((job, false));
         }
         if job.status != Status::Queued || now < job.queue_deadline() {
             return Ok((job, changed));
@@ -248,4 +292,19 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
         _ => {}
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_long_poll_looks_again_less_and_less_often() {
+        let mut looks = vec![0];
+        while let Some(&at) = looks.last().filter(|at| **at < 30_000) {
+            looks.push(at + long_poll_step(at));
+        }
+        assert_eq!(&looks[..5], &[0, 500, 1_500, 3_500, 5_500]);
+        assert_eq!(looks.iter().filter(|at| **at < 30_000).count(), 17, "{looks:?}");
+    }
 }
