@@ -21,11 +21,14 @@
 //! ```
 //!
 //! Modules:
-//! - [`engine`]: all product logic, sans-IO. Routing ([`engine::route`]), keys
-//!   ([`engine::auth`]), configuration ([`engine::config`]), the job record and its state
-//!   machines ([`engine::job`]), submit validation ([`engine::submit`]), webhook endpoint
-//!   rules ([`engine::endpoint`]), signatures ([`engine::signature`]), storage
-//!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]), errors ([`engine::error`]).
+//! - [`engine`]: all product logic, sans-IO. At its bottom, [`engine::base`]: every error
+//!   type, time, and the API's nouns (subject, target, operation), importing nothing else of
+//!   the engine. Above it: routing ([`engine::route`]), keys ([`engine::auth`]),
+//!   configuration ([`engine::config`]), the job record and its state machines
+//!   ([`engine::job`]), submit validation ([`engine::submit`]), webhook endpoint rules
+//!   ([`engine::endpoint`]), signatures ([`engine::signature`]), storage
+//!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]). `tests/layers.rs` holds the
+//!   engine's layers and fails on an import that points up them.
 //! - `platform`: thin adapters, each compiled only for its target: `worker` (Cloudflare
 //!   Workers, jobs in a fixed set of Durable Objects), `spin` (wasi:http component, feature `spin`),
 //!   `component` (the `inference` WIT export, feature `component`), and `wasi`, what the last

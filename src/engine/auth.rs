@@ -4,11 +4,9 @@
 use http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
-use super::clock::Timestamp;
+use super::base::{Error, Operation, Subject, Timestamp};
 use super::config::{sees, ApiKey, Config};
-use super::error::Error;
 use super::job::Job;
-use super::route::{Operation, Subject};
 use super::signature::sha256;
 use super::tokens::{self, TOKEN_PREFIX};
 

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use url::Url;
 
-use super::error::Error;
-use super::route::{Operation, Subject, Target};
+use super::base::{Error, Operation, Subject, Target};
 use super::signature::hmac_sha256;
 
 /// Baseten's async body limit, and ours by default.

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
 use serde_json::{json, Value};
 
-use super::clock::Timestamp;
-use super::error::Error;
+use super::base::{Error, Timestamp};
 use super::job::{DeliveryAttempt, Job, CLAIM_LEASE_MS};
 use super::signature::{baseten_sign, standard_key, standard_sign};
 use super::{Engine, HttpClient, Store};

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use url::{Host, Url};
 
-use super::error::Error;
+use super::base::Error;
 
 const FIELD: &str = "webhook_endpoint";
 

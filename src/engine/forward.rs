@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::Value;
 
+use super::base::{json_response, Error, Subject, Target};
 use super::config::Upstream;
-use super::error::{json_response, Error};
-use super::route::{Route, Subject, Target};
+use super::route::Route;
 use super::upstream::HttpClient;
 use super::{Body, Engine, Outcome, Store};
 
@@ -85,7 +85,7 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
         .or_else(|| text(error.get("error")))
         .or_else(|| text(error.get("detail")))
         .unwrap_or_else(|| format!("the model's platform answered {status}"));
-    let baseten_code = super::error::baseten_code_for(status, text(error.get("error_code")).as_deref());
+    let baseten_code = super::base::baseten_code_for(status, text(error.get("error_code")).as_deref());
     error.entry("code").or_insert_with(|| code.into());
     error.entry("message").or_insert_with(|| message.clone().into());
     error.insert("error_code".to_owned(), baseten_code.into());

@@ -9,9 +9,8 @@ use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::clock::Timestamp;
+use super::base::{json_response, Error, Timestamp};
 use super::config::Config;
-use super::error::{json_response, Error};
 use super::job::{codes, Job, JobError, Status, Upstream};
 use super::output::Stored;
 use super::reconcile::upstream_errors;

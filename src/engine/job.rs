@@ -7,9 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::clock::Timestamp;
+use super::base::{IllegalTransition, Subject, Target, Timestamp};
 use super::config::DeliveryPolicy;
-use super::route::{Subject, Target};
 use super::signature::sha256;
 use super::submit::RetryConfig;
 
@@ -97,20 +96,6 @@ impl WebhookStatus {
             Self::Canceled => "CANCELED",
             Self::NoWebhookProvided => "NO_WEBHOOK_PROVIDED",
         }
-    }
-}
-
-/// A refused state move, on either machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IllegalTransition {
-    pub machine: &'static str,
-    pub from: &'static str,
-    pub to: &'static str,
-}
-
-impl std::fmt::Display for IllegalTransition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "illegal {} transition {} -> {}", self.machine, self.from, self.to)
     }
 }
 

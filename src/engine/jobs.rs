@@ -24,13 +24,11 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::auth;
-use super::clock::Timestamp;
+use super::base::{json_response, Error, Operation, Subject, Target, Timestamp};
 use super::config::{ApiKey, Config};
-use super::error::{json_response, Error};
 use super::forward::{json_request, upstream_request};
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
 use super::reconcile::upstream_message;
-use super::route::{Operation, Subject, Target};
 use super::signature::{hmac_sha256, sha256};
 use super::submit::AsyncRequest;
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store, Version};

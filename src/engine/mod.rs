@@ -13,10 +13,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod clock;
+pub mod base;
 pub mod config;
 pub mod endpoint;
-pub mod error;
 pub mod job;
 pub mod route;
 pub mod signature;
@@ -37,13 +36,12 @@ mod sweep;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
-pub use clock::Timestamp;
+pub use base::{Error, IllegalTransition, Operation, StoreError, Subject, Target, Timestamp, TransportError};
 pub use config::Config;
-pub use error::Error;
-pub use route::{OpenAiEndpoint, Operation, Route, Subject, Target};
-pub use store::{MemoryStore, NoStore, Store, StoreError, Version};
+pub use route::{OpenAiEndpoint, Route};
+pub use store::{MemoryStore, NoStore, Store, Version};
 pub use sweep::sweep_lease_key;
-pub use upstream::{HttpClient, TransportError, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
+pub use upstream::{HttpClient, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
 
 /// The largest request body an adapter should read; beyond it, answer
 /// [`Error::PayloadTooLarge`]. Async submits have their own, smaller limit (256 KiB).
@@ -419,7 +417,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                             "parked": report.parked,
                             "next_sweep_at": report.wake_at.map(Timestamp::rfc3339),
                         });
-                        done(error::json_response(StatusCode::OK, &body))
+                        done(base::json_response(StatusCode::OK, &body))
                     }
                     Route::Preflight | Route::WebhookInbox { .. } => Err(Error::NotFound { what: "route".to_owned() }),
                 }

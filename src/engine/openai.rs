@@ -9,11 +9,11 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::auth;
+use super::base::{json_response, Error, Operation, Subject};
 use super::config::ApiKey;
 use super::config::Upstream;
-use super::error::{json_response, Error};
 use super::forward::Errors;
-use super::route::{OpenAiEndpoint, Operation, Subject};
+use super::route::OpenAiEndpoint;
 use super::{Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::error::Error;
+use super::base::Error;
 use super::job::{Job, OutputChunks};
 use super::{Engine, HttpClient, Store, StoreError};
 

@@ -6,13 +6,11 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use super::auth;
-use super::clock::Timestamp;
+use super::base::{json_response, Error, Operation, Subject, Timestamp};
 use super::config::ApiKey;
-use super::error::{json_response, Error};
 use super::forward::upstream_request;
 use super::job::{codes, Job, JobError, Stall, StallReason, Status, Upstream};
 use super::jobs::{move_if_legal, RECONCILE_ON_READ_MS};
-use super::route::{Operation, Subject};
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store};
 
 /// How soon a held long-poll first looks at its job again; each later look waits twice as

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::base::Error;
 use super::endpoint;
-use super::error::Error;
 
 /// `inference_retry_config`, with Baseten's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,8 +3,7 @@
 //! a time. Durable Objects run it from each job's alarm; Spin after a response when due
 //! ([`Engine::note_wake`], [`Engine::sweep_if_due`]) and on `POST /_sweep`.
 
-use super::clock::Timestamp;
-use super::error::Error;
+use super::base::{Error, Timestamp};
 use super::job::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
 use super::jobs::{due_key, job_key, move_if_legal, RECONCILE_ON_READ_MS};
 use super::{Engine, HttpClient, Store, SweepReport};

@@ -18,11 +18,9 @@ use sha2::Sha256;
 use url::Url;
 
 use super::auth;
-use super::clock::Timestamp;
+use super::base::{json_response, Error, Operation, Subject, Timestamp};
 use super::config::{is_safe_name, ApiKey, BrowserTokens, Config, Scope, TokenBinding};
-use super::error::{json_response, Error};
 use super::jobs::is_request_id;
-use super::route::{Operation, Subject};
 use super::signature::sha256;
 use super::{Engine, HttpClient, Store};
 

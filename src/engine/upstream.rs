@@ -16,45 +16,7 @@ pub const OUTBOUND_TIMEOUT_MS: u64 = 30_000;
 /// each gap in its body: a model may think for minutes, and a stream may last longer still.
 pub const SYNC_TIMEOUT_MS: u64 = 600_000;
 
-/// Why a request got no HTTP response at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransportError {
-    /// Connection refused, DNS failure, reset: nothing was answered.
-    Connect(String),
-    /// The TLS handshake failed (certificate, protocol), where the platform tells it apart.
-    Tls(String),
-    /// No answer within the adapter's deadline.
-    Timeout,
-    /// The response started but its body broke or exceeded the limit.
-    Body(String),
-    /// The caller's streamed request body passed this many bytes, the route's limit.
-    TooLarge(usize),
-}
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Connect(m) => write!(f, "connect: {m}"),
-            Self::Tls(m) => write!(f, "tls: {m}"),
-            Self::Timeout => f.write_str("timeout"),
-            Self::Body(m) => write!(f, "body: {m}"),
-            Self::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
-        }
-    }
-}
-
-impl TransportError {
-    /// What kind of failure, without the platform's text (which can describe the network
-    /// behind an address): what a delivery attempt records for its caller to see.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::Connect(_) => "connect",
-            Self::Tls(_) => "tls",
-            Self::Timeout => "timeout",
-            Self::Body(_) | Self::TooLarge(_) => "body",
-        }
-    }
-}
+pub use super::base::TransportError;
 
 /// An HTTP client. Implementations must not follow redirects (a webhook answered with a 3xx
 /// counts as a failed delivery) and should apply a deadline, reported as `Timeout`.

@@ -1,4 +1,6 @@
-//! The engine's one error type and the one function that turns it into an HTTP answer.
+//! Every error type of the engine ([`Error`], and what it is made from: an illegal state move,
+//! a store failure, an outbound call that got no answer) and the one function that turns an
+//! error into an HTTP answer.
 //!
 //! Every platform error body is `{"code","message","error","error_code"}`: `code`/`message`
 //! are ours (`code` the precise one), `error` repeats the message and `error_code` is Baseten's
@@ -7,9 +9,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-
-use super::job::IllegalTransition;
-use super::store::StoreError;
 
 /// Where an error came from. Decides the status class and whether details may be shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,14 +292,85 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 }
 
 /// An upstream call that got no usable response, as the caller's error.
-impl From<super::upstream::TransportError> for Error {
-    fn from(e: super::upstream::TransportError) -> Self {
-        use super::upstream::TransportError;
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
         match e {
             TransportError::Timeout => Self::UpstreamTimeout,
             TransportError::Connect(message) | TransportError::Tls(message) => Self::UpstreamUnreachable { message },
             TransportError::Body(message) => Self::UpstreamProtocol { message },
             TransportError::TooLarge(limit) => Self::PayloadTooLarge { limit },
+        }
+    }
+}
+
+/// A refused state move, on either machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IllegalTransition {
+    pub machine: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+impl std::fmt::Display for IllegalTransition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "illegal {} transition {} -> {}", self.machine, self.from, self.to)
+    }
+}
+
+/// A store operation failed. The message is for logs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Why a request got no HTTP response at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// Connection refused, DNS failure, reset: nothing was answered.
+    Connect(String),
+    /// The TLS handshake failed (certificate, protocol), where the platform tells it apart.
+    Tls(String),
+    /// No answer within the adapter's deadline.
+    Timeout,
+    /// The response started but its body broke or exceeded the limit.
+    Body(String),
+    /// The caller's streamed request body passed this many bytes, the route's limit.
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(m) => write!(f, "connect: {m}"),
+            Self::Tls(m) => write!(f, "tls: {m}"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::Body(m) => write!(f, "body: {m}"),
+            Self::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
+        }
+    }
+}
+
+impl TransportError {
+    /// What kind of failure, without the platform's text (which can describe the network
+    /// behind an address): what a delivery attempt records for its caller to see.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Tls(_) => "tls",
+            Self::Timeout => "timeout",
+            Self::Body(_) | Self::TooLarge(_) => "body",
         }
     }
 }
