@@ -5,7 +5,7 @@ use http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
 use super::base::{Error, Operation, Subject, Timestamp};
-use super::config::{sees, ApiKey, Config};
+use super::config::{ApiKey, Config};
 use super::job::Job;
 use super::signature::sha256;
 use super::tokens::{self, TOKEN_PREFIX};
@@ -47,10 +47,7 @@ pub fn authenticate(config: &Config, headers: &HeaderMap, now: Timestamp) -> Res
 /// other job is answered exactly as one that does not exist (404), so a caller cannot even
 /// learn that another's job is there.
 pub fn authorize_job(key: &ApiKey, job: &Job) -> Result<(), Error> {
-    let bound = key.token.as_ref().is_some_and(|t| {
-        t.request_id.as_deref() == Some(job.id.as_str()) && sees(&t.parent, t.parent_all_jobs, &job.key_id)
-    });
-    if key.created(&job.key_id) || bound {
+    if key.sees_job(&job.id, &job.key_id) {
         Ok(())
     } else {
         Err(Error::RequestNotFound { request_id: job.id.clone() })

@@ -239,6 +239,16 @@ impl ApiKey {
         }
     }
 
+    /// Whether this caller may see job `job_id`, created by `creator`: one it created (see
+    /// [`ApiKey::created`]), or the one a token is bound to if the token's key could see it.
+    pub fn sees_job(&self, job_id: &str, creator: &str) -> bool {
+        let bound = self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.request_id.as_deref() == Some(job_id) && sees(&t.parent, t.parent_all_jobs, creator));
+        self.created(creator) || bound
+    }
+
     pub fn allows_subject(&self, subject: &Subject) -> bool {
         match subject {
             Subject::Model(id) => self.models.allows(id),
@@ -257,7 +267,7 @@ impl ApiKey {
 }
 
 /// Whether key `key_id` (seeing every job if `all_jobs`) sees a job created by `creator`.
-pub(crate) fn sees(key_id: &str, all_jobs: bool, creator: &str) -> bool {
+fn sees(key_id: &str, all_jobs: bool, creator: &str) -> bool {
     all_jobs || creator == key_id || creator.strip_prefix(key_id).is_some_and(|token| token.starts_with('~'))
 }
 

@@ -62,7 +62,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 /// The inbox URL names a job this gateway could have made, with that job's token (compared in
 /// constant time). Needs neither the body nor a store.
 pub(crate) fn check_inbox_url(config: &Config, id: &str, token: Option<&str>) -> Result<(), Error> {
-    if !super::jobs::is_request_id(id) {
+    if !super::base::is_request_id(id) {
         // For no job this gateway could have made: the upstream must not retry.
         return Err(Error::RequestNotFound { request_id: id.to_owned() });
     }

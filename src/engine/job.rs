@@ -279,6 +279,8 @@ pub struct Webhook {
 pub const CLAIM_LEASE_MS: u64 = super::OUTBOUND_TIMEOUT_MS + 60_000;
 /// How often a non-terminal job is checked against the upstream by the sweep.
 pub const RECONCILE_EVERY_MS: u64 = 60_000;
+/// A status read asks the upstream at most this often per job.
+pub const RECONCILE_ON_READ_MS: u64 = 1000;
 
 /// A large output kept beside its record: `count` chunks at `{prefix}/{i}`, `bytes` of JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +380,15 @@ impl Job {
                     webhook.next_at = Some(now);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Moves the request status if the move is legal; otherwise leaves it (a stale or
+    /// duplicate message, never an error).
+    pub fn move_if_legal(&mut self, to: Status, now: Timestamp) -> Result<(), IllegalTransition> {
+        if self.status.transition(to).is_ok() {
+            self.move_to(to, now)?;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::auth;
-use super::base::{json_response, Error, Operation, Subject, Target, Timestamp};
+use super::base::{is_request_id, json_response, Error, Operation, Subject, Target, Timestamp};
 use super::config::{ApiKey, Config};
 use super::forward::{json_request, upstream_request};
 use super::job::{codes, Job, JobError, Status, Submission, Upstream};
@@ -33,8 +33,6 @@ use super::signature::{hmac_sha256, sha256};
 use super::submit::AsyncRequest;
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store, Version};
 
-/// A status read asks the upstream at most this often per job.
-pub(crate) const RECONCILE_ON_READ_MS: u64 = 1000;
 /// How often an update re-reads and re-applies after losing a race before giving up (503).
 const UPDATE_ATTEMPTS: usize = 16;
 /// The longest wait between submission retries while the upstream is down.
@@ -62,11 +60,6 @@ pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestam
         }
         _ => hex::encode(entropy),
     }
-}
-
-/// Request ids are 32 lowercase hex characters; anything else cannot name a job.
-pub(crate) fn is_request_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn created<B>(id: &str, wake_at: Option<Timestamp>) -> Outcome<B> {
@@ -314,7 +307,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if matches!(job.upstream, Upstream::Submitted { upstream_id: None, .. }) {
             return Ok(job);
         }
-        Ok(self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0)
+        Ok(self.update(&job.id, |j| Ok(j.move_if_legal(Status::Canceled, now)?)).await?.0)
     }
 
     pub(crate) async fn cancel(
@@ -360,7 +353,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                         )
                     }
                     (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
-                        move_if_legal(j, Status::Canceled, now)?;
+                        j.move_if_legal(Status::Canceled, now)?;
                         CancelStep::Canceled
                     }
                     (_, Upstream::Submitted { upstream_id: None, .. }) => {
@@ -381,7 +374,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             CancelStep::AskUpstream => {
                 let (status, body) = self.cancel_upstream(&job).await?;
                 if status.is_success() && confirms_cancel(&body) {
-                    let (job, ()) = self.update(id, |j| move_if_legal(j, Status::Canceled, now)).await?;
+                    let (job, ()) = self.update(id, |j| Ok(j.move_if_legal(Status::Canceled, now)?)).await?;
                     return Ok(answer(
                         job.status == Status::Canceled,
                         "request canceled before it ran".to_owned(),
@@ -457,13 +450,6 @@ fn fail(job: &mut Job, now: Timestamp, attempts: u32, error: JobError) -> Result
 
 fn request_cancel(job: &mut Job) -> Result<(), Error> {
     job.cancel_requested = true;
-    Ok(())
-}
-
-pub(crate) fn move_if_legal(job: &mut Job, to: Status, now: Timestamp) -> Result<(), Error> {
-    if job.status.transition(to).is_ok() {
-        job.move_to(to, now)?;
-    }
     Ok(())
 }
 

@@ -207,7 +207,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                 Route::Status { request_id, .. }
                 | Route::Cancel { request_id, .. }
                 | Route::WebhookInbox { request_id, .. },
-            ) if jobs::is_request_id(&request_id) => Placement::Job(request_id),
+            ) if base::is_request_id(&request_id) => Placement::Job(request_id),
             Ok(Route::MintToken) => {
                 tokens::bound_request_id(request.body()).map_or(Placement::Stateless, Placement::Job)
             }

@@ -9,8 +9,7 @@ use super::auth;
 use super::base::{json_response, Error, Operation, Subject, Timestamp};
 use super::config::ApiKey;
 use super::forward::upstream_request;
-use super::job::{codes, Job, JobError, Stall, StallReason, Status, Upstream};
-use super::jobs::{move_if_legal, RECONCILE_ON_READ_MS};
+use super::job::{codes, Job, JobError, Stall, StallReason, Status, Upstream, RECONCILE_ON_READ_MS};
 use super::{full, Ctx, Engine, HttpClient, Outcome, Store};
 
 /// How soon a held long-poll first looks at its job again; each later look waits twice as
@@ -111,7 +110,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             if job.status == Status::Queued && job.cancel_requested && self.canceled_upstream(&job).await {
                 // A cancel recorded while its submission was in flight, whose submitter did
                 // not live to send it: sent now, at most once per reconcile interval.
-                job = self.update(&job.id, |j| move_if_legal(j, Status::Canceled, now)).await?.0;
+                job = self.update(&job.id, |j| Ok(j.move_if_legal(Status::Canceled, now)?)).await?.0;
             }
         } else if expiry_due && matches!(job.upstream, Upstream::Submitted { .. }) {
             // Asked within the interval: expiry waits for the next ask, which learns first
@@ -273,7 +272,7 @@ fn apply_upstream_status(job: &mut Job, record: &Value, now: Timestamp) -> Resul
         // Done upstream; the output comes with the inbox delivery, which may be in flight, or
         // (`WEBHOOK_FAILED`) may never come.
         "SUCCEEDED" | "WEBHOOK_FAILED" => {
-            move_if_legal(job, Status::InProgress, now)?;
+            job.move_if_legal(Status::InProgress, now)?;
             return Ok(Some(StallReason::ResultNotDelivered));
         }
         s @ ("FAILED" | "EXPIRED" | "CANCELED") => {

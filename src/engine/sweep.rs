@@ -4,8 +4,8 @@
 //! ([`Engine::note_wake`], [`Engine::sweep_if_due`]) and on `POST /_sweep`.
 
 use super::base::{Error, Timestamp};
-use super::job::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS};
-use super::jobs::{due_key, job_key, move_if_legal, RECONCILE_ON_READ_MS};
+use super::job::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS, RECONCILE_ON_READ_MS};
+use super::jobs::{due_key, job_key};
 use super::{Engine, HttpClient, Store, SweepReport};
 
 /// Only one sweep runs per store at a time: the lease is one key per window this long, so a
@@ -252,7 +252,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 .update(id, |j| match &mut j.upstream {
                     // Canceled while a submission that then died was in flight: do not submit it.
                     Upstream::Pending { next_at, .. } if *next_at <= now && j.cancel_requested => {
-                        move_if_legal(j, Status::Canceled, now)?;
+                        j.move_if_legal(Status::Canceled, now)?;
                         Ok(false)
                     }
                     Upstream::Pending { next_at, in_flight, .. } if *next_at <= now && !j.status.is_terminal() => {
