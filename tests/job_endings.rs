@@ -8,7 +8,7 @@
 
 mod support;
 
-use edge_predict::engine::job::{Job, RECONCILE_EVERY_MS, STALL_GRACE_MS};
+use edge_predict::engine::jobs::record::{Job, RECONCILE_EVERY_MS, STALL_GRACE_MS};
 use serde_json::{json, Value};
 use support::*;
 

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use url::Url;
 
-use super::base::{Error, Operation, Subject, Target};
-use super::signature::hmac_sha256;
+use crate::engine::base::crypto::hmac_sha256;
+use crate::engine::base::{Error, Operation, Subject, Target};
 
 /// Baseten's async body limit, and ours by default.
 pub const DEFAULT_ASYNC_BODY_LIMIT: usize = 256 * 1024;
@@ -176,7 +176,7 @@ pub struct TokenBinding {
     pub parent_all_jobs: bool,
 }
 
-/// Short-lived browser tokens (see [`super::tokens`]).
+/// Short-lived browser tokens (see [`crate::engine::access::tokens`]).
 #[derive(Clone)]
 pub struct BrowserTokens {
     /// Signs and verifies tokens (HMAC-SHA256). Rotating it revokes every token.
@@ -351,7 +351,7 @@ struct BrowserTokensDoc {
 
 /// As large as the inbox accepts: every output that reaches the gateway is kept by default.
 fn default_output_limit() -> usize {
-    super::MAX_REQUEST_BODY
+    crate::engine::MAX_REQUEST_BODY
 }
 
 fn default_token_ttl() -> u64 {
@@ -559,7 +559,7 @@ impl Config {
             .map(|name| resolve("webhooks.outbound_secret_name".to_owned(), name))
             .transpose()?;
         if let Some(secret) = &outbound_secret {
-            if secret.starts_with("whsec_") && super::signature::standard_key(secret).is_none() {
+            if secret.starts_with("whsec_") && crate::engine::webhooks::signature::standard_key(secret).is_none() {
                 return Err(config_error(
                     "webhooks.outbound_secret_name",
                     "a whsec_ secret must be base64 after the prefix",

@@ -12,36 +12,25 @@
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
+pub mod access;
 pub mod base;
-pub mod config;
-pub mod endpoint;
-pub mod job;
-pub mod route;
-pub mod signature;
-pub mod store;
-pub mod submit;
-pub mod tokens;
-pub mod upstream;
+pub mod jobs;
+pub mod ports;
+pub mod surface;
+pub mod webhooks;
 
-mod delivery;
-mod forward;
-mod inbox;
-mod jobs;
-mod openai;
-mod output;
-mod reconcile;
-mod sweep;
+pub mod config;
+mod sync;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 pub use base::{Error, IllegalTransition, Operation, StoreError, Subject, Target, Timestamp, TransportError};
 pub use config::Config;
-pub use route::{OpenAiEndpoint, Route};
-pub use store::{MemoryStore, NoStore, Store, Version};
-pub use sweep::sweep_lease_key;
-pub use upstream::{HttpClient, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
+pub use jobs::sweep::sweep_lease_key;
+pub use ports::http_client::{HttpClient, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
+pub use ports::store::{MemoryStore, NoStore, Store, Version};
+pub use surface::route::{OpenAiEndpoint, Route};
 
 /// The largest request body an adapter should read; beyond it, answer
 /// [`Error::PayloadTooLarge`]. Async submits have their own, smaller limit (256 KiB).
@@ -201,7 +190,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub fn placement(&self, request: &Request<Bytes>, now: Timestamp, entropy: [u8; 16]) -> Placement {
         match self.route(request) {
             Ok(Route::AsyncPredict { .. }) => {
-                Placement::Job(jobs::new_request_id(self.config, request.headers(), now, entropy))
+                Placement::Job(jobs::submit::new_request_id(self.config, request.headers(), now, entropy))
             }
             Ok(
                 Route::Status { request_id, .. }
@@ -209,7 +198,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                 | Route::WebhookInbox { request_id, .. },
             ) if base::is_request_id(&request_id) => Placement::Job(request_id),
             Ok(Route::MintToken) => {
-                tokens::bound_request_id(request.body()).map_or(Placement::Stateless, Placement::Job)
+                access::tokens::bound_request_id(request.body()).map_or(Placement::Stateless, Placement::Job)
             }
             Ok(Route::Sweep) => Placement::Store,
             _ => Placement::Stateless,
@@ -236,7 +225,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let refused = match &route {
             Route::Preflight => None,
             Route::WebhookInbox { request_id, token } => {
-                inbox::check_inbox_url(self.config, request_id, token.as_deref()).err().or_else(|| {
+                webhooks::inbox::check_inbox_url(self.config, request_id, token.as_deref()).err().or_else(|| {
                     let signed = header_str(request.headers(), "x-baseten-signature").is_some();
                     (!signed).then(|| Error::BadSignature { message: "missing X-BASETEN-SIGNATURE header".to_owned() })
                 })
@@ -274,12 +263,12 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// The caller of a route that needs a key, scoped to the route's operation, the model or
     /// chain its path names and the request's origin.
     fn admit_caller(&self, route: &Route, headers: &HeaderMap, now: Timestamp) -> Result<config::ApiKey, Error> {
-        let key = auth::authenticate(self.config, headers, now)?;
+        let key = access::keys::authenticate(self.config, headers, now)?;
         let origin = header_str(headers, header::ORIGIN.as_str());
         let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
         match route.subject() {
-            Some(subject) => auth::authorize(&key, op, subject, origin)?,
-            None => auth::authorize_operation(&key, op, origin)?,
+            Some(subject) => access::keys::authorize(&key, op, subject, origin)?,
+            None => access::keys::authorize_operation(&key, op, origin)?,
         }
         Ok(key)
     }
@@ -288,7 +277,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     /// signature, checked without any store, so a forged delivery never reaches the job's state.
     pub fn verify_inbox_if_inbox(&self, request: &Request<Bytes>) -> Result<(), Error> {
         match self.route(request) {
-            Ok(Route::WebhookInbox { .. }) => inbox::verify_signature(self.config, request),
+            Ok(Route::WebhookInbox { .. }) => webhooks::inbox::verify_signature(self.config, request),
             _ => Ok(()),
         }
     }
@@ -335,14 +324,14 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
 
     async fn dispatch_stream(&self, request: Request<H::Stream>, ctx: Ctx) -> Result<Outcome<H::Body>, Error> {
         let route = self.route(&request)?;
-        let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
+        let key = access::keys::authenticate(self.config, request.headers(), ctx.now)?;
         let origin = header_str(request.headers(), header::ORIGIN.as_str());
         match (&route, route.operation()) {
             (
                 Route::Predict { subject, .. } | Route::Sync { subject, .. } | Route::WebSocket { subject, .. },
                 Some(op),
             ) => {
-                auth::authorize(&key, op, subject, origin)?;
+                access::keys::authorize(&key, op, subject, origin)?;
             }
             _ => return Err(Error::NotFound { what: "a sync route".to_owned() }),
         }
@@ -365,34 +354,34 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
             Route::Preflight => done(preflight(cors)),
             Route::WebhookInbox { request_id, token } => self.inbox(&request_id, token.as_deref(), &request, ctx).await,
             route => {
-                let key = auth::authenticate(self.config, request.headers(), ctx.now)?;
+                let key = access::keys::authenticate(self.config, request.headers(), ctx.now)?;
                 let key = &key;
                 let origin = header_str(request.headers(), header::ORIGIN.as_str());
                 let op = route.operation().ok_or(Error::NotFound { what: "route".to_owned() })?;
                 match route {
                     Route::Predict { ref subject, .. } | Route::Sync { ref subject, .. } => {
-                        auth::authorize(key, op, subject, origin)?;
+                        access::keys::authorize(key, op, subject, origin)?;
                         self.pass(&route, request.map(H::stream_of)).await
                     }
                     Route::WebSocket { ref subject, ref target } => {
-                        auth::authorize(key, op, subject, origin)?;
+                        access::keys::authorize(key, op, subject, origin)?;
                         self.websocket(subject, target, request.map(H::stream_of)).await
                     }
                     Route::OpenAi { endpoint } => {
-                        auth::authorize_operation(key, op, origin)?;
+                        access::keys::authorize_operation(key, op, origin)?;
                         let origin = origin.map(str::to_owned);
                         self.openai(key, origin.as_deref(), endpoint, request).await
                     }
                     Route::QueueStatus { subject, target } => {
-                        auth::authorize(key, op, &subject, origin)?;
+                        access::keys::authorize(key, op, &subject, origin)?;
                         done(self.queue_status(&subject, &target).await?)
                     }
                     Route::Wake { subject, target } => {
-                        auth::authorize(key, op, &subject, origin)?;
+                        access::keys::authorize(key, op, &subject, origin)?;
                         done(self.wake(&subject, &target).await?)
                     }
                     Route::AsyncPredict { subject, target } => {
-                        auth::authorize(key, op, &subject, origin)?;
+                        access::keys::authorize(key, op, &subject, origin)?;
                         self.submit(key, subject, target, &request, ctx, clock).await
                     }
                     Route::Status { subject, request_id } => {
@@ -403,11 +392,11 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
                         self.cancel(key, origin, subject.as_ref(), &request_id, ctx.now).await
                     }
                     Route::MintToken => {
-                        auth::authorize_operation(key, op, origin)?;
+                        access::keys::authorize_operation(key, op, origin)?;
                         done(self.mint_token(key, &request, ctx.now, ctx.entropy).await?)
                     }
                     Route::Sweep => {
-                        auth::authorize_operation(key, op, origin)?;
+                        access::keys::authorize_operation(key, op, origin)?;
                         // The host's clock, not the request's: a long sweep claims each job's
                         // work at the time it reaches it.
                         let report = self.sweep(clock).await;
@@ -470,8 +459,10 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
         let bearer = header_str(request.headers(), header::AUTHORIZATION.as_str())
             .and_then(|v| v.split_once(' '))
             .map(|(_, token)| token.trim())
-            .filter(|token| token.starts_with(tokens::TOKEN_PREFIX));
-        bearer.is_some_and(|token| tokens::verify(self.config, token, now).is_ok_and(|k| k.origins.allows(origin)))
+            .filter(|token| token.starts_with(access::tokens::TOKEN_PREFIX));
+        bearer.is_some_and(|token| {
+            access::tokens::verify(self.config, token, now).is_ok_and(|k| k.origins.allows(origin))
+        })
     }
 }
 

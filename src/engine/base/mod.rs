@@ -1,6 +1,7 @@
 //! The leaves of the engine: errors, time and the API's nouns. Nothing here imports anything
 //! else from the engine; everything else may import from here.
 
+pub mod crypto;
 pub mod error;
 pub mod ids;
 pub mod names;

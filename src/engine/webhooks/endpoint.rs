@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use url::{Host, Url};
 
-use super::base::Error;
+use crate::engine::base::Error;
 
 const FIELD: &str = "webhook_endpoint";
 

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
 use serde_json::{json, Value};
 
-use super::base::{Error, Timestamp};
-use super::job::{DeliveryAttempt, Job, CLAIM_LEASE_MS};
-use super::signature::{baseten_sign, standard_key, standard_sign};
-use super::{Engine, HttpClient, Store};
+use crate::engine::base::{Error, Timestamp};
+use crate::engine::jobs::record::{DeliveryAttempt, Job, CLAIM_LEASE_MS};
+use crate::engine::webhooks::signature::{baseten_sign, standard_key, standard_sign};
+use crate::engine::{Engine, HttpClient, Store};
 
 /// The signed delivery request for `job` at `now`.
 pub(crate) fn delivery_request(

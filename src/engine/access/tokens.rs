@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use url::Url;
 
-use super::base::{is_request_id, json_response, Error, Operation, Subject, Timestamp};
-use super::config::{is_safe_name, ApiKey, BrowserTokens, Config, Scope, TokenBinding};
-use super::signature::sha256;
-use super::{Engine, HttpClient, Store};
+use crate::engine::base::crypto::{self, sha256};
+use crate::engine::base::{is_request_id, json_response, Error, Operation, Subject, Timestamp};
+use crate::engine::config::{is_safe_name, ApiKey, BrowserTokens, Config, Scope, TokenBinding};
+use crate::engine::{Engine, HttpClient, Store};
 
 pub const TOKEN_PREFIX: &str = "ept_";
 
@@ -56,8 +56,7 @@ impl Claims {
 }
 
 fn mac(secret: &str, signed: &str) -> Hmac<Sha256> {
-    #[allow(clippy::expect_used)]
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut m = crypto::mac(secret.as_bytes());
     m.update(signed.as_bytes());
     m
 }

@@ -9,13 +9,13 @@ use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::base::{json_response, Error, Timestamp};
-use super::config::Config;
-use super::job::{codes, Job, JobError, Status, Upstream};
-use super::output::Stored;
-use super::reconcile::upstream_errors;
-use super::signature::baseten_verify;
-use super::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
+use crate::engine::base::{json_response, Error, Timestamp};
+use crate::engine::config::Config;
+use crate::engine::jobs::output::Stored;
+use crate::engine::jobs::reconcile::upstream_errors;
+use crate::engine::jobs::record::{codes, Job, JobError, Status, Upstream};
+use crate::engine::webhooks::signature::baseten_verify;
+use crate::engine::{full, header_str, Ctx, Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn inbox(
@@ -62,7 +62,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
 /// The inbox URL names a job this gateway could have made, with that job's token (compared in
 /// constant time). Needs neither the body nor a store.
 pub(crate) fn check_inbox_url(config: &Config, id: &str, token: Option<&str>) -> Result<(), Error> {
-    if !super::base::is_request_id(id) {
+    if !crate::engine::base::is_request_id(id) {
         // For no job this gateway could have made: the upstream must not retry.
         return Err(Error::RequestNotFound { request_id: id.to_owned() });
     }

@@ -3,10 +3,10 @@
 //! a time. Durable Objects run it from each job's alarm; Spin after a response when due
 //! ([`Engine::note_wake`], [`Engine::sweep_if_due`]) and on `POST /_sweep`.
 
-use super::base::{Error, Timestamp};
-use super::job::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS, RECONCILE_ON_READ_MS};
-use super::jobs::{due_key, job_key};
-use super::{Engine, HttpClient, Store, SweepReport};
+use crate::engine::base::{Error, Timestamp};
+use crate::engine::jobs::persist::{due_key, job_key};
+use crate::engine::jobs::record::{Job, Status, Upstream, CLAIM_LEASE_MS, RECONCILE_EVERY_MS, RECONCILE_ON_READ_MS};
+use crate::engine::{Engine, HttpClient, Store, SweepReport};
 
 /// Only one sweep runs per store at a time: the lease is one key per window this long, so a
 /// holder that died holds it at most to the end of its window.
@@ -55,7 +55,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// The lease keeps sweeps from doing the same work at once; it is not what makes them
     /// safe. A sweep slowed past its window (slow receivers, many jobs) can overlap the next
     /// window's sweep, so each job's outbound work is claimed on its record first
-    /// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)), at the time `clock` gives when the
+    /// ([`CLAIM_LEASE_MS`](crate::engine::jobs::record::CLAIM_LEASE_MS)), at the time `clock` gives when the
     /// sweep reaches that job.
     ///
     /// A sweep takes no new job once its window is over unless it renews the lease into the

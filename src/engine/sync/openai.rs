@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::auth;
-use super::base::{json_response, Error, Operation, Subject};
-use super::config::ApiKey;
-use super::config::Upstream;
-use super::forward::Errors;
-use super::route::OpenAiEndpoint;
-use super::{Engine, HttpClient, Outcome, Store};
+use crate::engine::access::keys;
+use crate::engine::base::{json_response, Error, Operation, Subject};
+use crate::engine::config::ApiKey;
+use crate::engine::config::Upstream;
+use crate::engine::surface::route::OpenAiEndpoint;
+use crate::engine::sync::relay::Errors;
+use crate::engine::{Engine, HttpClient, Outcome, Store};
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn openai(
@@ -25,7 +25,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         request: Request<Bytes>,
     ) -> Result<Outcome<H::Body>, Error> {
         let path = match endpoint {
-            OpenAiEndpoint::Models => return Ok(Outcome::new(super::full(self.openai_models(key, origin)), None)),
+            OpenAiEndpoint::Models => {
+                return Ok(Outcome::new(crate::engine::full(self.openai_models(key, origin)), None))
+            }
             OpenAiEndpoint::Post(path) => path,
         };
         let body: Value = serde_json::from_slice(request.body())
@@ -33,7 +35,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let name = body["model"].as_str().ok_or_else(|| Error::invalid("model", "is required"))?;
         let (id, upstream) =
             self.openai_model(name).ok_or_else(|| Error::UnknownSubject { kind: "model", id: name.to_owned() })?;
-        auth::authorize(key, Operation::Sync, &Subject::Model(id.to_owned()), origin)?;
+        keys::authorize(key, Operation::Sync, &Subject::Model(id.to_owned()), origin)?;
         let base = upstream.openai.as_ref().map_or("", |o| o.base_url.as_str()).trim_end_matches('/');
         let url = format!("{base}/{path}");
         self.relay(upstream, Method::POST, url, request.map(H::stream_of), Errors::Unchanged).await
@@ -55,7 +57,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             .models
             .iter()
             .filter_map(|(id, u)| Some((id, u.openai.as_ref()?)))
-            .filter(|(id, _)| auth::authorize(key, Operation::Sync, &Subject::Model((*id).clone()), origin).is_ok())
+            .filter(|(id, _)| keys::authorize(key, Operation::Sync, &Subject::Model((*id).clone()), origin).is_ok())
             .map(|(_, o)| json!({"id": o.model, "object": "model", "created": 0, "owned_by": "edge-predict"}))
             .collect();
         json_response(StatusCode::OK, &json!({"object": "list", "data": data}))

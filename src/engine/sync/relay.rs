@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::base::{json_response, Error, Subject, Target};
-use super::config::Upstream;
-use super::route::Route;
-use super::upstream::HttpClient;
-use super::{Body, Engine, Outcome, Store};
+use crate::engine::base::{json_response, Error, Subject, Target};
+use crate::engine::config::Upstream;
+use crate::engine::ports::http_client::HttpClient;
+use crate::engine::surface::route::Route;
+use crate::engine::{Body, Engine, Outcome, Store};
 
 /// Upstream response headers a caller sees. Hop-by-hop and platform headers stay behind.
 const PASSED_BACK: [&str; 10] = [
@@ -85,7 +85,7 @@ fn platform_error_body(status: StatusCode, body: &[u8]) -> Bytes {
         .or_else(|| text(error.get("error")))
         .or_else(|| text(error.get("detail")))
         .unwrap_or_else(|| format!("the model's platform answered {status}"));
-    let baseten_code = super::base::baseten_code_for(status, text(error.get("error_code")).as_deref());
+    let baseten_code = crate::engine::base::baseten_code_for(status, text(error.get("error_code")).as_deref());
     error.entry("code").or_insert_with(|| code.into());
     error.entry("message").or_insert_with(|| message.clone().into());
     error.insert("error_code".to_owned(), baseten_code.into());

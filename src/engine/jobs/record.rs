@@ -7,10 +7,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::base::{IllegalTransition, Subject, Target, Timestamp};
-use super::config::DeliveryPolicy;
-use super::signature::sha256;
-use super::submit::RetryConfig;
+use crate::engine::base::crypto::sha256;
+use crate::engine::base::{IllegalTransition, Subject, Target, Timestamp};
+use crate::engine::config::DeliveryPolicy;
+use crate::engine::jobs::request::RetryConfig;
 
 /// Baseten's request status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,10 +273,10 @@ pub struct Webhook {
 
 /// How long a claim on a job's outbound work (a submission, a webhook attempt) lasts: the
 /// claimer owns that work until then, and a claimer that died is taken over after it. It
-/// must outlast [`OUTBOUND_TIMEOUT_MS`](super::OUTBOUND_TIMEOUT_MS), which every adapter
+/// must outlast [`OUTBOUND_TIMEOUT_MS`](crate::engine::OUTBOUND_TIMEOUT_MS), which every adapter
 /// enforces, so a slow answer is never sent twice; the margin covers the store writes around
 /// the call and clocks that differ between hosts.
-pub const CLAIM_LEASE_MS: u64 = super::OUTBOUND_TIMEOUT_MS + 60_000;
+pub const CLAIM_LEASE_MS: u64 = crate::engine::OUTBOUND_TIMEOUT_MS + 60_000;
 /// How often a non-terminal job is checked against the upstream by the sweep.
 pub const RECONCILE_EVERY_MS: u64 = 60_000;
 /// A status read asks the upstream at most this often per job.

@@ -4,14 +4,14 @@
 use http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
 
-use super::base::{Error, Operation, Subject, Timestamp};
-use super::config::{ApiKey, Config};
-use super::job::Job;
-use super::signature::sha256;
-use super::tokens::{self, TOKEN_PREFIX};
+use crate::engine::access::tokens::{self, TOKEN_PREFIX};
+use crate::engine::base::crypto::sha256;
+use crate::engine::base::{Error, Operation, Subject, Timestamp};
+use crate::engine::config::{ApiKey, Config};
+use crate::engine::jobs::record::Job;
 
 /// Finds the key the request presents: a configured key, or a browser token
-/// ([`super::tokens`]) standing for a scoped-down copy of one. 401 when absent, malformed,
+/// ([`crate::engine::access::tokens`]) standing for a scoped-down copy of one. 401 when absent, malformed,
 /// unknown or expired.
 pub fn authenticate(config: &Config, headers: &HeaderMap, now: Timestamp) -> Result<ApiKey, Error> {
     let unauthorized = |message: &str| Error::Unauthorized { message: message.to_owned() };

@@ -7,9 +7,9 @@
 
 use serde_json::Value;
 
-use super::base::Error;
-use super::job::{Job, OutputChunks};
-use super::{Engine, HttpClient, Store, StoreError};
+use crate::engine::base::Error;
+use crate::engine::jobs::record::{Job, OutputChunks};
+use crate::engine::{Engine, HttpClient, Store, StoreError};
 
 /// Outputs up to this size (JSON bytes) stay in the record.
 const INLINE_MAX: usize = 64 * 1024;

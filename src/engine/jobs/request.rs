@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::base::Error;
-use super::endpoint;
+use crate::engine::base::Error;
+use crate::engine::webhooks::endpoint;
 
 /// `inference_retry_config`, with Baseten's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,17 +7,10 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use hmac::Mac;
+
+use crate::engine::base::crypto::mac;
 use subtle::ConstantTimeEq;
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn mac(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    #[allow(clippy::expect_used)]
-    HmacSha256::new_from_slice(key).expect("HMAC accepts any key length")
-}
 
 /// The `X-BASETEN-SIGNATURE` value for `body`: `v1=<hex>`, keyed with the secret's bytes.
 pub fn baseten_sign(secret: &str, body: &[u8]) -> String {
@@ -70,18 +63,6 @@ pub fn standard_sign(key: &[u8], msg_id: &str, timestamp_secs: u64, body: &[u8])
     m.update(b".");
     m.update(body);
     format!("v1,{}", BASE64.encode(m.finalize().into_bytes()))
-}
-
-/// Lowercase hex SHA-256, for hashed API keys and idempotency-key records.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-/// HMAC-SHA256 of `message` under `key`.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut m = mac(key);
-    m.update(message);
-    m.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -140,10 +121,5 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         assert_eq!(standard_key("whsec_!!notbase64"), None);
-    }
-
-    #[test]
-    fn sha256_known_answer() {
-        assert_eq!(hex::encode(sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

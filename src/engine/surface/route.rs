@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use super::base::{Error, Operation, Subject, Target};
+use crate::engine::base::{Error, Operation, Subject, Target};
 
 /// What the gateway's `/v1` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub use super::base::StoreError;
+pub use crate::engine::base::StoreError;
 
 /// A value's version: 0 means absent; every conditional write makes it one higher.
 pub type Version = u64;
@@ -44,7 +44,7 @@ pub trait Store {
     }
 }
 
-/// The store for requests placed [`Stateless`](super::Placement::Stateless): every call fails,
+/// The store for requests placed [`Stateless`](crate::engine::Placement::Stateless): every call fails,
 /// so a routing mistake shows as a 503, never as state written in the wrong place.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoStore;

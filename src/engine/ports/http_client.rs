@@ -9,14 +9,14 @@ use http::{Request, Response};
 
 /// The deadline every adapter puts on an outbound request (upstream calls and webhook
 /// deliveries), reported as [`TransportError::Timeout`]. Claims on outbound work outlast it
-/// ([`CLAIM_LEASE_MS`](super::job::CLAIM_LEASE_MS)).
+/// ([`CLAIM_LEASE_MS`](crate::engine::jobs::record::CLAIM_LEASE_MS)).
 pub const OUTBOUND_TIMEOUT_MS: u64 = 30_000;
 
 /// A sync call's (predict, `sync/...`) deadline for the upstream's answer to start, and for
 /// each gap in its body: a model may think for minutes, and a stream may last longer still.
 pub const SYNC_TIMEOUT_MS: u64 = 600_000;
 
-pub use super::base::TransportError;
+pub use crate::engine::base::TransportError;
 
 /// An HTTP client. Implementations must not follow redirects (a webhook answered with a 3xx
 /// counts as a failed delivery) and should apply a deadline, reported as `Timeout`.

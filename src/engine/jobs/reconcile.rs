@@ -5,12 +5,12 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use super::auth;
-use super::base::{json_response, Error, Operation, Subject, Timestamp};
-use super::config::ApiKey;
-use super::forward::upstream_request;
-use super::job::{codes, Job, JobError, Stall, StallReason, Status, Upstream, RECONCILE_ON_READ_MS};
-use super::{full, Ctx, Engine, HttpClient, Outcome, Store};
+use crate::engine::access::keys;
+use crate::engine::base::{json_response, Error, Operation, Subject, Timestamp};
+use crate::engine::config::ApiKey;
+use crate::engine::jobs::record::{codes, Job, JobError, Stall, StallReason, Status, Upstream, RECONCILE_ON_READ_MS};
+use crate::engine::sync::relay::upstream_request;
+use crate::engine::{full, Ctx, Engine, HttpClient, Outcome, Store};
 
 /// How soon a held long-poll first looks at its job again; each later look waits twice as
 /// long as the one before, up to [`LONG_POLL_STEP_MAX_MS`].
@@ -42,10 +42,10 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let now = ctx.now;
         // What the key may do at all first, so that the answer is the same whether or not the
         // job exists; then whether it may see this job (404 if not), then the job's model.
-        auth::authorize_operation(key, Operation::Status, origin)?;
+        keys::authorize_operation(key, Operation::Status, origin)?;
         let job = self.load_visible(id, subject, now).await?;
-        auth::authorize_job(key, &job)?;
-        auth::authorize(key, Operation::Status, &job.subject, origin)?;
+        keys::authorize_job(key, &job)?;
+        keys::authorize(key, Operation::Status, &job.subject, origin)?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
         let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?, key.token.is_none());
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));

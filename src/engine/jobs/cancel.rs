@@ -1,0 +1,158 @@
+//! Canceling a job: decided on the record as it is written (a submission or a sweep may move
+//! it meanwhile), then, for a job queued upstream, asked of the upstream, which alone can stop it.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::engine::access::keys;
+use crate::engine::base::{json_response, Error, Operation, Subject, Timestamp};
+use crate::engine::config::ApiKey;
+use crate::engine::jobs::reconcile::upstream_message;
+use crate::engine::jobs::record::{Job, Status, Upstream};
+use crate::engine::sync::relay::upstream_request;
+use crate::engine::{full, Engine, HttpClient, Outcome, Store};
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    /// A cancel came while the submission was in flight. Accepted: cancel it upstream, and
+    /// the job is CANCELED only if the upstream confirms (one that started is reconciled as
+    /// such, and its result kept). Not accepted: it never reached the upstream.
+    pub(crate) async fn cancel_after_submission(&self, job: Job, now: Timestamp) -> Result<Job, Error> {
+        if let Upstream::Submitted { upstream_id: Some(_), .. } = &job.upstream {
+            if !self.canceled_upstream(&job).await {
+                return Ok(self.reconcile(&job, now).await?.0);
+            }
+        }
+        if matches!(job.upstream, Upstream::Submitted { upstream_id: None, .. }) {
+            return Ok(job);
+        }
+        Ok(self.update(&job.id, |j| Ok(j.move_if_legal(Status::Canceled, now)?)).await?.0)
+    }
+
+    pub(crate) async fn cancel(
+        &self,
+        key: &ApiKey,
+        origin: Option<&str>,
+        subject: Option<&Subject>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Outcome<H::Body>, Error> {
+        // What the key may do at all first, so that the answer is the same whether or not the
+        // job exists; then whether it may see this job (404 if not), then the job's model.
+        keys::authorize_operation(key, Operation::Cancel, origin)?;
+        let job = self.load_visible(id, subject, now).await?;
+        keys::authorize_job(key, &job)?;
+        keys::authorize(key, Operation::Cancel, &job.subject, origin)?;
+        // Expiry first: a job past its queue deadline is expired (or learned to have started).
+        self.refresh(job, now, u64::MAX).await?;
+        let answer = |canceled: bool, message: String, job: &Job| {
+            let body =
+                json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() });
+            Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds)))
+        };
+        let in_progress_message =
+            "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";
+        // Decided on the record as it is written, not on the copy read above: a submission or
+        // a sweep may have moved it since, and the cancel must act on what it finds then.
+        let (job, step) = self
+            .update(id, |j| {
+                Ok(match (&j.status, &j.upstream) {
+                    (s, _) if s.is_terminal() => CancelStep::AlreadyEnded,
+                    (Status::InProgress, _) => {
+                        j.cancel_requested = true;
+                        CancelStep::Recorded(in_progress_message)
+                    }
+                    (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
+                        // The upstream may be accepting it right now: canceling only here would
+                        // let it run (and bill) unseen. The submission reads the wish when it
+                        // records the upstream's answer, and sends the cancel with the id.
+                        j.cancel_requested = true;
+                        CancelStep::Recorded(
+                            "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it",
+                        )
+                    }
+                    (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
+                        j.move_if_legal(Status::Canceled, now)?;
+                        CancelStep::Canceled
+                    }
+                    (_, Upstream::Submitted { upstream_id: None, .. }) => {
+                        j.cancel_requested = true;
+                        CancelStep::Recorded("the upstream has not confirmed this request yet; cancel was recorded")
+                    }
+                    (_, Upstream::Submitted { upstream_id: Some(_), .. }) => CancelStep::AskUpstream,
+                })
+            })
+            .await?;
+        match step {
+            CancelStep::AlreadyEnded => Ok(answer(false, format!("request is already {}", job.status.as_str()), &job)),
+            CancelStep::Recorded(message) => Ok(answer(false, message.to_owned(), &job)),
+            CancelStep::Canceled => {
+                let canceled = job.status == Status::Canceled;
+                Ok(answer(canceled, format!("request is {}", job.status.as_str()), &job))
+            }
+            CancelStep::AskUpstream => {
+                let (status, body) = self.cancel_upstream(&job).await?;
+                if status.is_success() && confirms_cancel(&body) {
+                    let (job, ()) = self.update(id, |j| Ok(j.move_if_legal(Status::Canceled, now)?)).await?;
+                    return Ok(answer(
+                        job.status == Status::Canceled,
+                        "request canceled before it ran".to_owned(),
+                        &job,
+                    ));
+                }
+                if !status.is_success() && status != StatusCode::NOT_FOUND {
+                    return Err(Error::UpstreamProtocol { message: format!("cancel answered {status}") });
+                }
+                // The upstream already started it: record the wish, learn its state.
+                self.update(id, request_cancel).await?;
+                let job = self.load_visible(id, None, now).await?;
+                let (job, _) = self.refresh(job, now, 0).await?;
+                let message = match job.status {
+                    Status::InProgress => in_progress_message.to_owned(),
+                    // Canceled upstream already (an earlier cancel that failed here after the
+                    // upstream had done it, say): what was asked for is done.
+                    Status::Canceled => "request canceled before it ran".to_owned(),
+                    s => upstream_message(&body).unwrap_or_else(|| format!("request is {}", s.as_str())),
+                };
+                Ok(answer(job.status == Status::Canceled, message, &job))
+            }
+        }
+    }
+
+    /// Asks the upstream to cancel the job; whether it confirms that it did.
+    pub(crate) async fn canceled_upstream(&self, job: &Job) -> bool {
+        self.cancel_upstream(job).await.is_ok_and(|(status, body)| status.is_success() && confirms_cancel(&body))
+    }
+
+    /// Asks the upstream to cancel the job (Baseten cancels only QUEUED requests).
+    pub(crate) async fn cancel_upstream(&self, job: &Job) -> Result<(StatusCode, Bytes), Error> {
+        let Upstream::Submitted { upstream_id: Some(upstream_id), .. } = &job.upstream else {
+            return Err(Error::UpstreamProtocol { message: "no upstream id to cancel".to_owned() });
+        };
+        let upstream = self.config.upstream(&job.subject)?;
+        let url = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false)?;
+        let request = upstream_request(upstream, Method::DELETE, url, Bytes::new());
+        self.call(request).await
+    }
+}
+
+/// What a cancel does, decided on the record as it is written.
+enum CancelStep {
+    AlreadyEnded,
+    /// The wish is on the record; what holds the job acts on it (the message says what).
+    Recorded(&'static str),
+    /// Nothing upstream to stop: canceled here.
+    Canceled,
+    /// Queued upstream under its id: only the upstream can stop it.
+    AskUpstream,
+}
+
+/// Whether the upstream's answer to a cancel says it canceled (`{"canceled": true}`).
+fn confirms_cancel(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|r| r["canceled"] == true)
+}
+
+fn request_cancel(job: &mut Job) -> Result<(), Error> {
+    job.cancel_requested = true;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Reading and writing job records: load, the conditional update every change goes through,
+//! and what a caller may see. The rest of `jobs/` changes records only through [`Engine::update`].
+//!
+//! Store layout: `job/{id}` the record, `due/{id}` the sweep's index of live records,
+//! `kept/{end of retention}/{id}` finished ones with only deletion left (`sweep.rs`),
+//! `idem/{sha256(key id, Idempotency-Key)}` → `{request_id, body_sha256}` (`submit.rs`),
+//! `out/{id}/{delivery}/{n}` large outputs (`output.rs`), `sweep/lease/{window}` and
+//! `sweep/next` (`sweep.rs`).
+//!
+//! Every write of a record is conditional on the version read ([`Engine::update`]): a request
+//! that lost a race re-reads and re-applies its change, so a result the inbox stored meanwhile
+//! is never overwritten by a stale copy; terminal states never move again (see
+//! [`Status::transition`]).
+
+use crate::engine::base::{is_request_id, Error, Subject, Timestamp};
+use crate::engine::jobs::record::Job;
+use crate::engine::{Engine, HttpClient, Store, Version};
+
+/// How often an update re-reads and re-applies after losing a race before giving up (503).
+const UPDATE_ATTEMPTS: usize = 16;
+
+pub(crate) fn job_key(id: &str) -> String {
+    format!("job/{id}")
+}
+
+pub(crate) fn due_key(id: &str) -> String {
+    format!("due/{id}")
+}
+
+impl<S: Store, H: HttpClient> Engine<'_, S, H> {
+    pub(crate) async fn load(&self, id: &str) -> Result<Option<Job>, Error> {
+        Ok(self.load_versioned(id).await?.map(|(job, _)| job))
+    }
+
+    async fn load_versioned(&self, id: &str) -> Result<Option<(Job, Version)>, Error> {
+        let Some((bytes, version)) = self.store.get_versioned(&job_key(id)).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes)
+            .map(|job| Some((job, version)))
+            .map_err(|e| Error::Store(crate::engine::StoreError::new(format!("corrupt record {id}: {e}"))))
+    }
+
+    /// Reads the record, applies `f` and writes the result conditionally on the version read;
+    /// if another request wrote first, reads again and re-applies `f` to what it wrote. So
+    /// nothing another request stored (a result from the inbox, a cancel) is ever overwritten
+    /// by a stale copy, and terminal states never move again (see [`Status::transition`]).
+    pub(crate) async fn update<T>(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&mut Job) -> Result<T, Error>,
+    ) -> Result<(Job, T), Error> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut job, version) =
+                self.load_versioned(id).await?.ok_or_else(|| Error::RequestNotFound { request_id: id.to_owned() })?;
+            let before = job.clone();
+            let out = f(&mut job)?;
+            if job == before || self.store.put_if_version(&job_key(id), to_bytes(&job), version).await? {
+                return Ok((job, out));
+            }
+        }
+        Err(Error::Store(crate::engine::StoreError::new(format!(
+            "record {id} kept changing under {UPDATE_ATTEMPTS} updates"
+        ))))
+    }
+
+    /// A job the caller may see: it exists, is within retention and matches the path's subject.
+    pub(crate) async fn load_visible(&self, id: &str, subject: Option<&Subject>, now: Timestamp) -> Result<Job, Error> {
+        let not_found = || Error::RequestNotFound { request_id: id.to_owned() };
+        if !is_request_id(id) {
+            return Err(not_found());
+        }
+        let job = self.load(id).await?.ok_or_else(not_found)?;
+        if subject.is_some_and(|s| *s != job.subject) || now >= job.retained_until(self.config.retention_seconds) {
+            return Err(not_found());
+        }
+        Ok(job)
+    }
+
+    pub(crate) fn price(&self, subject: &Subject) -> f64 {
+        self.config.upstream(subject).map_or(0.0, |u| u.price_per_second)
+    }
+}
+
+pub(crate) fn to_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data structures cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}

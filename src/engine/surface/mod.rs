@@ -1,0 +1,3 @@
+//! The HTTP surface: what a request is (its route), parsed once.
+
+pub mod route;
