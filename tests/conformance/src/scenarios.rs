@@ -412,7 +412,9 @@ async fn idempotency_key_submits_once(w: Arc<World>) {
 /// (the upstream is unreachable), QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, EXPIRED, CANCELED.
 async fn baseten_sdk_submits_and_parses_every_status_record(w: Arc<World>) {
     let (target, dep) = own_target(&w);
-    let running = blocker(&w, &target, 12_000).await;
+    // Long enough that the SDK, run after every record below has been seen, still finds its own
+    // submission queued behind it on a loaded machine.
+    let running = blocker(&w, &target, 20_000).await;
     let expiring = w.api.submit(&target, json!({"model_input": {"x": 1}, "max_time_in_queue_seconds": 10})).await;
     let queued = w.api.submit(&target, json!({"model_input": {"q": 1}})).await;
     let canceled = w.api.submit(&target, json!({"model_input": {"c": 1}})).await;
