@@ -21,14 +21,13 @@
 //! ```
 //!
 //! Modules:
-//! - [`engine`]: all product logic, sans-IO. At its bottom, [`engine::base`]: every error
-//!   type, time, and the API's nouns (subject, target, operation), importing nothing else of
-//!   the engine. Above it: routing ([`engine::route`]), keys ([`engine::auth`]),
-//!   configuration ([`engine::config`]), the job record and its state machines
-//!   ([`engine::job`]), submit validation ([`engine::submit`]), webhook endpoint rules
-//!   ([`engine::endpoint`]), signatures ([`engine::signature`]), storage
-//!   ([`engine::store`]), outbound HTTP ([`engine::upstream`]). `tests/layers.rs` holds the
-//!   engine's layers and fails on an import that points up them.
+//! - [`engine`]: all product logic, sans-IO, in layers that import only down
+//!   (`tests/layers.rs` checks it): [`engine::base`] (errors, time, the API's nouns, ids,
+//!   hashing; imports nothing else), [`engine::ports`] (the store and HTTP client adapters
+//!   implement), [`engine::config`], [`engine::access`] (keys, browser tokens),
+//!   [`engine::surface`] (the route, the request pipeline, CORS, the long-poll),
+//!   [`engine::webhooks`] (signatures, allowed endpoints, the inbox, deliveries) and
+//!   [`engine::jobs`] (the record and its state machines, submit, cancel, reconcile, sweep).
 //! - `platform`: thin adapters, each compiled only for its target: `worker` (Cloudflare
 //!   Workers, jobs in a fixed set of Durable Objects), `spin` (wasi:http component, feature `spin`),
 //!   `component` (the `inference` WIT export, feature `component`), and `wasi`, what the last

@@ -302,6 +302,22 @@ fn subject_from_host(host: &str, known: &dyn Fn(&Subject) -> bool) -> Option<(Su
     }
 }
 
+/// The longest a long-poll may be held.
+pub const MAX_LONG_POLL_SECONDS: u64 = 30;
+
+/// `?wait=N` on a status read: hold up to N seconds for the job to end (0 = answer at once).
+pub(crate) fn long_poll_wait(query: Option<&str>) -> Result<u64, Error> {
+    let Some(query) = query else { return Ok(0) };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if name == "wait" {
+            return value.parse::<u64>().ok().filter(|w| *w <= MAX_LONG_POLL_SECONDS).map(|w| w * 1000).ok_or_else(
+                || Error::invalid("wait", format!("must be a whole number of seconds, 0 to {MAX_LONG_POLL_SECONDS}")),
+            );
+        }
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
