@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("webhooks/endpoint", 2),
     ("jobs/record", 2),
     ("jobs/request", 2),
+    ("jobs/view", 2),
     // Reading and writing records, relayed calls, webhooks in and out.
     ("jobs/persist", 3),
     ("jobs/output", 3),

@@ -11,6 +11,8 @@ use http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
+use crate::engine::jobs::record::Status;
+use crate::engine::jobs::view::StatusRecord;
 use crate::engine::{self, Body, Ctx, Engine, MAX_REQUEST_BODY};
 
 mod bindings {
@@ -117,49 +119,49 @@ fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
-fn status_record(v: &Value) -> JobStatus {
-    let status = match v["status"].as_str().unwrap_or_default() {
-        "IN_PROGRESS" => RequestStatus::InProgress,
-        "SUCCEEDED" => RequestStatus::Succeeded,
-        "FAILED" => RequestStatus::Failed,
-        "EXPIRED" => RequestStatus::Expired,
-        "CANCELED" => RequestStatus::Canceled,
-        "WEBHOOK_FAILED" => RequestStatus::WebhookFailed,
-        _ => RequestStatus::Queued,
+/// The engine's status record (one shape for HTTP and here), as the WIT record.
+fn status_record(body: &[u8]) -> Result<JobStatus, api::Error> {
+    let r: StatusRecord =
+        serde_json::from_slice(body).map_err(|e| error("UPSTREAM_PROTOCOL_ERROR", e.to_string(), 502))?;
+    let status = match r.status {
+        Status::Queued => RequestStatus::Queued,
+        Status::InProgress => RequestStatus::InProgress,
+        Status::Succeeded => RequestStatus::Succeeded,
+        Status::Failed => RequestStatus::Failed,
+        Status::Expired => RequestStatus::Expired,
+        Status::Canceled => RequestStatus::Canceled,
+        Status::WebhookFailed => RequestStatus::WebhookFailed,
     };
-    let webhook_status = match v["webhook_status"].as_str().unwrap_or_default() {
-        "PENDING" => WebhookStatus::Pending,
-        "SUCCEEDED" => WebhookStatus::Succeeded,
-        "FAILED" => WebhookStatus::Failed,
-        "CANCELED" => WebhookStatus::Canceled,
-        _ => WebhookStatus::NoWebhookProvided,
+    let webhook_status = match r.webhook_status {
+        engine::jobs::record::WebhookStatus::Pending => WebhookStatus::Pending,
+        engine::jobs::record::WebhookStatus::Succeeded => WebhookStatus::Succeeded,
+        engine::jobs::record::WebhookStatus::Failed => WebhookStatus::Failed,
+        engine::jobs::record::WebhookStatus::Canceled => WebhookStatus::Canceled,
+        engine::jobs::record::WebhookStatus::NoWebhookProvided => WebhookStatus::NoWebhookProvided,
     };
-    let subject = match v["chain_id"].as_str() {
-        Some(id) => api::Subject::Chain(id.to_owned()),
-        None => api::Subject::Model(text(&v["model_id"])),
+    let subject = match (r.model_id, r.chain_id) {
+        (_, Some(id)) => api::Subject::Chain(id),
+        (id, None) => api::Subject::Model(id.unwrap_or_default()),
     };
-    let u = &v["usage"];
-    JobStatus {
-        request_id: text(&v["request_id"]),
+    Ok(JobStatus {
+        request_id: r.request_id,
         subject,
-        deployment_id: v["deployment_id"].as_str().map(str::to_owned),
+        // Empty until the upstream has said which deployment runs it.
+        deployment_id: Some(r.deployment_id).filter(|d| !d.is_empty()),
         status,
         webhook_status,
-        created_at: text(&v["created_at"]),
-        status_at: text(&v["status_at"]),
-        errors: v["errors"]
-            .as_array()
-            .map(|a| a.iter().map(|e| JobError { code: text(&e["code"]), message: text(&e["message"]) }).collect())
-            .unwrap_or_default(),
-        output: v.get("output").map(Value::to_string),
+        created_at: r.created_at,
+        status_at: r.status_at,
+        errors: r.errors.into_iter().map(|e| JobError { code: e.code, message: e.message }).collect(),
+        output: r.output.as_ref().map(Value::to_string),
         usage: Usage {
-            time_queued_ms: u["time_queued_ms"].as_u64().unwrap_or(0),
-            time_in_progress_ms: u["time_in_progress_ms"].as_u64().unwrap_or(0),
-            attempts: u32::try_from(u["attempts"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX),
-            cost_estimate: u["cost_estimate"].as_f64().unwrap_or(0.0),
+            time_queued_ms: r.usage.time_queued_ms,
+            time_in_progress_ms: r.usage.time_in_progress_ms,
+            attempts: r.usage.attempts,
+            cost_estimate: r.usage.cost_estimate,
         },
-        cancel_requested: v["cancel_requested"].as_bool().unwrap_or(false),
-    }
+        cancel_requested: r.cancel_requested,
+    })
 }
 
 impl Guest for Gateway {
@@ -204,7 +206,7 @@ impl Guest for Gateway {
 
     fn status(request_id: String) -> Result<JobStatus, api::Error> {
         let body = call(Method::GET, &format!("/async_request/{request_id}"), Bytes::new(), None)?;
-        Ok(status_record(&json_of(&body)?))
+        status_record(&body)
     }
 
     fn cancel(request_id: String) -> Result<CancelResult, api::Error> {

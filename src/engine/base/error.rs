@@ -284,8 +284,9 @@ pub(crate) fn error_body(code: &str, baseten_code: &str, message: &str) -> serde
     serde_json::json!({ "code": code, "message": message, "error": message, "error_code": baseten_code })
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body.to_string()));
+/// `body` as a JSON answer. Serializing the engine's own plain data cannot fail.
+pub(crate) fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(serde_json::to_vec(body).unwrap_or_default()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

@@ -10,3 +10,4 @@ pub mod record;
 pub mod request;
 pub(crate) mod submit;
 pub(crate) mod sweep;
+pub mod view;

@@ -5,7 +5,7 @@
 //! the webhook transitions, which refuse illegal moves with a typed error.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::engine::base::crypto::sha256;
 use crate::engine::base::{IllegalTransition, Subject, Target, Timestamp};
@@ -494,27 +494,6 @@ impl Job {
         }
     }
 
-    /// Usage: time queued and in progress, attempts, and a cost estimate. When the start was
-    /// never observed (the result arrived first), compute is counted from submission: an upper bound.
-    pub fn usage(&self, now: Timestamp, price_per_second: f64) -> Value {
-        let end = self.finished_at.unwrap_or(now);
-        let ran_unobserved = matches!(self.upstream, Upstream::Submitted { .. })
-            && matches!(self.status, Status::Succeeded | Status::Failed | Status::WebhookFailed);
-        let start = self.started_at.or(ran_unobserved.then_some(self.created_at));
-        let queued_ms = start.unwrap_or(end).millis_since(self.created_at);
-        let in_progress_ms = start.map_or(0, |s| end.millis_since(s));
-        let cost = in_progress_ms as f64 / 1000.0 * price_per_second;
-        json!({
-            "time_queued_ms": queued_ms,
-            "time_in_progress_ms": in_progress_ms,
-            "attempts": self.upstream.attempts(),
-            "start_observed": self.started_at.is_some(),
-            "price_per_second": price_per_second,
-            "cost_estimate": (cost * 1e9).round() / 1e9,
-        })
-    }
-
-    /// The status record callers see: Baseten's fields, then the gateway's additions.
     /// The deployment that runs the job, as Baseten's records give it: always a string (its
     /// clients require one). Until the upstream has reported it, the one the job was sent to
     /// if the caller named it (`deployment/{id}`), else empty.
@@ -524,37 +503,6 @@ impl Job {
             (None, Target::Deployment(id)) => id.clone(),
             (None, _) => String::new(),
         }
-    }
-
-    /// The status record as callers see it, with the output (read from wherever it is kept).
-    /// `show_endpoint`: whether the caller may see the webhook's endpoint, which may carry a
-    /// secret in its path or query (a browser token may not).
-    pub fn view(&self, now: Timestamp, price_per_second: f64, output: Option<Value>, show_endpoint: bool) -> Value {
-        let mut v = json!({
-            "request_id": self.id,
-            self.subject.id_field(): self.subject.id(),
-            "deployment_id": self.deployment(),
-            "status": self.status.as_str(),
-            "webhook_status": self.webhook_status,
-            "created_at": self.created_at.rfc3339(),
-            "status_at": self.status_at.rfc3339(),
-            "errors": self.errors,
-            "usage": self.usage(now, price_per_second),
-            "cancel_requested": self.cancel_requested,
-        });
-        if matches!(self.status, Status::Succeeded | Status::WebhookFailed) {
-            v["output"] = output.unwrap_or(Value::Null);
-        }
-        if let Some(w) = &self.webhook {
-            v["webhook"] = json!({
-                "endpoint": show_endpoint.then_some(&w.endpoint),
-                "attempts": w.attempts.iter().map(|a| json!({
-                    "at": a.at.rfc3339(), "status_code": a.status_code, "error": a.error,
-                })).collect::<Vec<_>>(),
-                "next_attempt_at": w.next_at.map(Timestamp::rfc3339),
-            });
-        }
-        v
     }
 }
 
