@@ -13,6 +13,9 @@ use crate::engine::jobs::record::{Job, Status, Upstream};
 use crate::engine::sync::relay::upstream_request;
 use crate::engine::{full, Engine, HttpClient, Outcome, Store};
 
+const IN_PROGRESS_MESSAGE: &str =
+    "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";
+
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// A cancel came while the submission was in flight. Accepted: cancel it upstream, and
     /// the job is CANCELED only if the upstream confirms (one that started is reconciled as
@@ -50,39 +53,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 json!({ "request_id": id, "canceled": canceled, "message": message, "status": job.status.as_str() });
             Outcome::new(full(json_response(StatusCode::OK, &body)), Some(job.next_due(self.config.retention_seconds)))
         };
-        let in_progress_message =
-            "request is IN_PROGRESS and cannot be stopped; it may still finish, and its compute is billed (see usage)";
         // Decided on the record as it is written, not on the copy read above: a submission or
         // a sweep may have moved it since, and the cancel must act on what it finds then.
-        let (job, step) = self
-            .update(id, |j| {
-                Ok(match (&j.status, &j.upstream) {
-                    (s, _) if s.is_terminal() => CancelStep::AlreadyEnded,
-                    (Status::InProgress, _) => {
-                        j.cancel_requested = true;
-                        CancelStep::Recorded(in_progress_message)
-                    }
-                    (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
-                        // The upstream may be accepting it right now: canceling only here would
-                        // let it run (and bill) unseen. The submission reads the wish when it
-                        // records the upstream's answer, and sends the cancel with the id.
-                        j.cancel_requested = true;
-                        CancelStep::Recorded(
-                            "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it",
-                        )
-                    }
-                    (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
-                        j.move_if_legal(Status::Canceled, now)?;
-                        CancelStep::Canceled
-                    }
-                    (_, Upstream::Submitted { upstream_id: None, .. }) => {
-                        j.cancel_requested = true;
-                        CancelStep::Recorded("the upstream has not confirmed this request yet; cancel was recorded")
-                    }
-                    (_, Upstream::Submitted { upstream_id: Some(_), .. }) => CancelStep::AskUpstream,
-                })
-            })
-            .await?;
+        let (job, step) = self.update(id, |j| decide_cancel(j, now)).await?;
         match step {
             CancelStep::AlreadyEnded => Ok(answer(false, format!("request is already {}", job.status.as_str()), &job)),
             CancelStep::Recorded(message) => Ok(answer(false, message.to_owned(), &job)),
@@ -108,7 +81,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 let job = self.load_visible(id, None, now).await?;
                 let (job, _) = self.refresh(job, now, 0).await?;
                 let message = match job.status {
-                    Status::InProgress => in_progress_message.to_owned(),
+                    Status::InProgress => IN_PROGRESS_MESSAGE.to_owned(),
                     // Canceled upstream already (an earlier cancel that failed here after the
                     // upstream had done it, say): what was asked for is done.
                     Status::Canceled => "request canceled before it ran".to_owned(),
@@ -136,6 +109,35 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 }
 
+/// What a cancel does to the record as it is when written (pure: each case a host test).
+fn decide_cancel(j: &mut Job, now: Timestamp) -> Result<CancelStep, Error> {
+    Ok(match (&j.status, &j.upstream) {
+        (s, _) if s.is_terminal() => CancelStep::AlreadyEnded,
+        (Status::InProgress, _) => {
+            j.cancel_requested = true;
+            CancelStep::Recorded(IN_PROGRESS_MESSAGE)
+        }
+        (_, Upstream::Pending { in_flight: true, next_at, .. }) if *next_at > now => {
+            // The upstream may be accepting it right now: canceling only here would
+            // let it run (and bill) unseen. The submission reads the wish when it
+            // records the upstream's answer, and sends the cancel with the id.
+            j.cancel_requested = true;
+            CancelStep::Recorded(
+                "a submission to the upstream is in flight; the cancel is recorded and sent upstream as soon as the upstream accepts it",
+            )
+        }
+        (_, Upstream::Pending { .. } | Upstream::Abandoned { .. }) => {
+            j.move_if_legal(Status::Canceled, now)?;
+            CancelStep::Canceled
+        }
+        (_, Upstream::Submitted { upstream_id: None, .. }) => {
+            j.cancel_requested = true;
+            CancelStep::Recorded("the upstream has not confirmed this request yet; cancel was recorded")
+        }
+        (_, Upstream::Submitted { upstream_id: Some(_), .. }) => CancelStep::AskUpstream,
+    })
+}
+
 /// What a cancel does, decided on the record as it is written.
 enum CancelStep {
     AlreadyEnded,
@@ -155,4 +157,49 @@ fn confirms_cancel(body: &[u8]) -> bool {
 fn request_cancel(job: &mut Job) -> Result<(), Error> {
     job.cancel_requested = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::jobs::record::test_job;
+
+    const NOW: Timestamp = Timestamp::from_millis(10_000);
+
+    #[test]
+    fn a_cancel_decides_on_the_upstream_state_it_finds() {
+        // Leased by a submission in flight: only the wish, which the submission sends.
+        let mut job = test_job(Timestamp::from_millis(0));
+        assert!(matches!(decide_cancel(&mut job, NOW).unwrap(), CancelStep::Recorded(m) if m.contains("in flight")));
+        assert!(job.cancel_requested && job.status == Status::Queued);
+        // Waiting for a retry: nothing upstream, canceled here.
+        let mut job = test_job(Timestamp::from_millis(0));
+        job.upstream =
+            Upstream::Pending { input: job_input(), attempts: 1, next_at: NOW.plus_millis(1), in_flight: false };
+        assert!(matches!(decide_cancel(&mut job, NOW).unwrap(), CancelStep::Canceled));
+        assert_eq!(job.status, Status::Canceled);
+        // Queued upstream under its id: only the upstream can stop it; nothing written yet.
+        let mut job = test_job(Timestamp::from_millis(0));
+        job.upstream =
+            Upstream::Submitted { upstream_id: Some("up".into()), attempts: 1, checked_at: NOW, stalled: None };
+        let before = job.clone();
+        assert!(matches!(decide_cancel(&mut job, NOW).unwrap(), CancelStep::AskUpstream));
+        assert_eq!(job, before);
+        // Running: the wish, and the answer says it may still finish.
+        job.move_to(Status::InProgress, NOW).unwrap();
+        assert!(matches!(decide_cancel(&mut job, NOW).unwrap(), CancelStep::Recorded(IN_PROGRESS_MESSAGE)));
+        // Ended: nothing.
+        job.move_to(Status::Succeeded, NOW).unwrap();
+        let before = job.clone();
+        assert!(matches!(decide_cancel(&mut job, NOW).unwrap(), CancelStep::AlreadyEnded));
+        assert_eq!(job, before);
+    }
+
+    fn job_input() -> crate::engine::jobs::record::Submission {
+        crate::engine::jobs::record::Submission {
+            model_input: serde_json::Value::Null,
+            priority: 0,
+            retry: Default::default(),
+        }
+    }
 }

@@ -517,6 +517,14 @@ pub fn retry_delay_ms(job_id: &str, failures: u32, policy: &DeliveryPolicy) -> u
     (base as f64 * (0.8 + 0.4 * unit)) as u64
 }
 
+/// A fresh job for the engine's own unit tests: QUEUED, its submission leased at `now`.
+#[cfg(test)]
+pub(crate) fn test_job(now: Timestamp) -> Job {
+    let input = Submission { model_input: Value::Null, priority: 0, retry: Default::default() };
+    let subject = Subject::Model("m".into());
+    Job::new("0".repeat(32), "k".into(), None, subject, Target::Production, input, 600, None, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

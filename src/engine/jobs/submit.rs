@@ -168,54 +168,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             Err(e) => Err(e),
         };
         let now = clock();
-        let (job, ()) = self
-            .update(id, |j| {
-                let input = match &j.upstream {
-                    Upstream::Pending { input, .. } => input,
-                    // Canceled or expired while this submission was in flight: if the upstream
-                    // accepted it, keep its id (to cancel it there); nothing else to record.
-                    Upstream::Abandoned { .. } => {
-                        if let Ok((status, body)) = &answer {
-                            if status.is_success() {
-                                let upstream_id = upstream_request_id(body);
-                                j.upstream =
-                                    Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
-                            }
-                        }
-                        return Ok(());
-                    }
-                    Upstream::Submitted { .. } => return Ok(()),
-                };
-                match &answer {
-                    Ok((status, body)) if status.is_success() => {
-                        let upstream_id = upstream_request_id(body);
-                        j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
-                        Ok(())
-                    }
-                    Ok((status, body)) if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) => {
-                        let code = match status.as_u16() {
-                            404 => codes::MODEL_DOES_NOT_EXIST,
-                            400 | 413 | 422 => codes::MODEL_INVALID_INPUT,
-                            _ => codes::INTERNAL_SERVER_ERROR,
-                        };
-                        let message = upstream_message(body)
-                            .unwrap_or_else(|| format!("upstream refused the request with {status}"));
-                        fail(j, now, attempts, JobError::new(code, message))
-                    }
-                    // 5xx, 408, 429 or no answer: keep it pending and try again later.
-                    Ok(_) | Err(_) => {
-                        let backoff = (1000u64 << attempts.min(16).saturating_sub(1)).min(SUBMIT_RETRY_CAP_MS);
-                        j.upstream = Upstream::Pending {
-                            input: input.clone(),
-                            attempts,
-                            next_at: now.plus_millis(backoff),
-                            in_flight: false,
-                        };
-                        Ok(())
-                    }
-                }
-            })
-            .await?;
+        let (job, ()) = self.update(id, |j| apply_submit_answer(j, &answer, attempts, now)).await?;
         if job.status.is_terminal() && matches!(job.upstream, Upstream::Submitted { upstream_id: Some(_), .. }) {
             // Expired while the submission was in flight: the upstream accepted a job no one
             // wants any more. Stop it there too (its id is on the record).
@@ -225,6 +178,62 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return self.cancel_after_submission(job, now).await;
         }
         Ok(job)
+    }
+}
+
+/// What the upstream's answer to submission attempt `attempts` does to the record, as it is
+/// when the answer is recorded (pure, so every case is a host test without awaits):
+/// accepted, the upstream id is kept; refused (a 4xx other than 408 and 429), the job fails
+/// with Baseten's code; otherwise it stays pending, retried after a backoff. A job canceled or
+/// expired meanwhile only keeps the upstream id, so it can be stopped there too.
+pub(crate) fn apply_submit_answer(
+    j: &mut Job,
+    answer: &Result<(StatusCode, Bytes), Error>,
+    attempts: u32,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let input = match &j.upstream {
+        Upstream::Pending { input, .. } => input,
+        // Canceled or expired while this submission was in flight: if the upstream
+        // accepted it, keep its id (to cancel it there); nothing else to record.
+        Upstream::Abandoned { .. } => {
+            if let Ok((status, body)) = answer {
+                if status.is_success() {
+                    let upstream_id = upstream_request_id(body);
+                    j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
+                }
+            }
+            return Ok(());
+        }
+        Upstream::Submitted { .. } => return Ok(()),
+    };
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            let upstream_id = upstream_request_id(body);
+            j.upstream = Upstream::Submitted { upstream_id, attempts, checked_at: now, stalled: None };
+            Ok(())
+        }
+        Ok((status, body)) if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) => {
+            let code = match status.as_u16() {
+                404 => codes::MODEL_DOES_NOT_EXIST,
+                400 | 413 | 422 => codes::MODEL_INVALID_INPUT,
+                _ => codes::INTERNAL_SERVER_ERROR,
+            };
+            let message =
+                upstream_message(body).unwrap_or_else(|| format!("upstream refused the request with {status}"));
+            fail(j, now, attempts, JobError::new(code, message))
+        }
+        // 5xx, 408, 429 or no answer: keep it pending and try again later.
+        Ok(_) | Err(_) => {
+            let backoff = (1000u64 << attempts.min(16).saturating_sub(1)).min(SUBMIT_RETRY_CAP_MS);
+            j.upstream = Upstream::Pending {
+                input: input.clone(),
+                attempts,
+                next_at: now.plus_millis(backoff),
+                in_flight: false,
+            };
+            Ok(())
+        }
     }
 }
 
@@ -242,4 +251,59 @@ fn fail(job: &mut Job, now: Timestamp, attempts: u32, error: JobError) -> Result
 fn upstream_request_id(body: &[u8]) -> Option<String> {
     let parsed: Value = serde_json::from_slice(body).ok()?;
     parsed["request_id"].as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::jobs::record::test_job;
+
+    fn answer(status: u16, body: &str) -> Result<(StatusCode, Bytes), Error> {
+        Ok((StatusCode::from_u16(status).unwrap(), Bytes::from(body.to_owned())))
+    }
+
+    #[test]
+    fn an_accepted_submission_keeps_the_upstream_id() {
+        let now = Timestamp::from_millis(5_000);
+        let mut job = test_job(Timestamp::from_millis(0));
+        apply_submit_answer(&mut job, &answer(201, r#"{"request_id": "up-1"}"#), 1, now).unwrap();
+        assert_eq!(
+            job.upstream,
+            Upstream::Submitted { upstream_id: Some("up-1".into()), attempts: 1, checked_at: now, stalled: None }
+        );
+        assert_eq!(job.status, Status::Queued);
+    }
+
+    #[test]
+    fn a_refusal_fails_the_job_with_basetens_code_and_a_retryable_answer_backs_off() {
+        let now = Timestamp::from_millis(5_000);
+        for (status, code) in
+            [(404, "MODEL_DOES_NOT_EXIST"), (422, "MODEL_INVALID_INPUT"), (403, "INTERNAL_SERVER_ERROR")]
+        {
+            let mut job = test_job(Timestamp::from_millis(0));
+            apply_submit_answer(&mut job, &answer(status, r#"{"error": "no"}"#), 1, now).unwrap();
+            assert_eq!(
+                (job.status, job.errors[0].code.as_str(), job.errors[0].message.as_str()),
+                (Status::Failed, code, "no")
+            );
+        }
+        for (attempts, failure) in [(1, answer(503, "")), (2, answer(429, "")), (3, Err(Error::UpstreamTimeout))] {
+            let mut job = test_job(Timestamp::from_millis(0));
+            apply_submit_answer(&mut job, &failure, attempts, now).unwrap();
+            let backoff = 1000 << (attempts - 1);
+            assert!(
+                matches!(job.upstream, Upstream::Pending { next_at, in_flight: false, .. } if next_at == now.plus_millis(backoff))
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_canceled_while_its_submission_was_in_flight_keeps_only_the_upstream_id() {
+        let now = Timestamp::from_millis(5_000);
+        let mut job = test_job(Timestamp::from_millis(0));
+        job.move_to(Status::Canceled, now).unwrap();
+        apply_submit_answer(&mut job, &answer(201, r#"{"request_id": "up-1"}"#), 1, now).unwrap();
+        assert_eq!(job.status, Status::Canceled);
+        assert!(matches!(&job.upstream, Upstream::Submitted { upstream_id: Some(id), .. } if id == "up-1"));
+    }
 }
