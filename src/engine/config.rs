@@ -648,8 +648,14 @@ impl Config {
     /// The token binding an inbox URL to its job: an HMAC of the request id under the id
     /// secret (128 bits, hex). Derived, never stored, so it is checked before any store is.
     pub fn inbox_token(&self, request_id: &str) -> String {
-        let mac = hmac_sha256(self.id_secret.expose().as_bytes(), format!("inbox\n{request_id}").as_bytes());
-        hex::encode(&mac[..16])
+        self.derived_id("inbox", &[request_id])
+    }
+
+    /// 128 bits derived from the id secret for `label` and `parts` (hex): request ids from an
+    /// `Idempotency-Key`, inbox tokens. The label keeps each use's values apart.
+    pub(crate) fn derived_id(&self, label: &str, parts: &[&str]) -> String {
+        let message = std::iter::once(label).chain(parts.iter().copied()).collect::<Vec<_>>().join("\n");
+        hex::encode(&hmac_sha256(self.id_secret.expose().as_bytes(), message.as_bytes())[..16])
     }
 }
 

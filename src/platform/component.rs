@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::wasi::{entropy, load_config, now, KvStore, WasiHttp};
+use super::wasi::{after_response, entropy, load_config, now, KvStore, WasiHttp};
 use crate::engine::jobs::record::Status;
 use crate::engine::jobs::view::StatusRecord;
 use crate::engine::{self, Body, Ctx, Engine, MAX_REQUEST_BODY};
@@ -93,8 +93,7 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
             Body::Full(b) => b,
             Body::Upstream(body) => body.read(MAX_REQUEST_BODY).map_err(|e| internal(engine::Error::from(e)))?,
         };
-        engine.note_wake(outcome.wake_at).await;
-        let _ = engine.sweep_if_due(&now).await;
+        after_response(&engine, outcome.wake_at).await;
         if parts.status.is_success() {
             return Ok(body);
         }

@@ -13,8 +13,8 @@ use http::{Request, Response};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
-use super::wasi::{entropy, load_config, now, respond_bytes, KvStore, WasiBody, WasiHttp, WasiStream};
-use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement, SweepReport, Timer, Timestamp};
+use super::wasi::{after_response, entropy, load_config, now, respond_bytes, KvStore, WasiBody, WasiHttp, WasiStream};
+use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement, Timer, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -127,9 +127,5 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let engine = Engine::new(&config, &store, &WasiHttp);
     let outcome = engine.handle_held(request, entropy, &SpinTimer).await;
     respond(out, outcome.response);
-    // After the response: remember when the engine wants to run again, and run what is due.
-    engine.note_wake(outcome.wake_at).await;
-    if let Some(SweepReport { failed: 1.., first_error, .. }) = engine.sweep_if_due(&now).await {
-        eprintln!("sweep: job(s) failed and stay due; first: {}", first_error.unwrap_or_default());
-    }
+    after_response(&engine, outcome.wake_at).await;
 }

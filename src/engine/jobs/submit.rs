@@ -14,7 +14,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use crate::engine::access::keys;
-use crate::engine::base::crypto::{hmac_sha256, sha256};
+use crate::engine::base::crypto::sha256;
 use crate::engine::base::{is_request_id, json_response, Error, Subject, Target, Timestamp};
 use crate::engine::config::{ApiKey, Config};
 use crate::engine::jobs::persist::{due_key, job_key, to_bytes};
@@ -35,10 +35,7 @@ const SUBMIT_RETRY_CAP_MS: u64 = 60_000;
 /// one can compute another caller's ids.
 pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestamp, entropy: [u8; 16]) -> String {
     match (keys::authenticate(config, headers, now), idempotency_key(headers)) {
-        (Ok(key), Ok(Some(idem))) => {
-            let message = format!("idempotency\n{}\n{idem}", key.tenant());
-            hex::encode(&hmac_sha256(config.id_secret.expose().as_bytes(), message.as_bytes())[..16])
-        }
+        (Ok(key), Ok(Some(idem))) => config.derived_id("idempotency", &[key.tenant(), idem]),
         _ => hex::encode(entropy),
     }
 }

@@ -14,7 +14,7 @@ pub(super) use self::http::WasiHttp;
 pub(super) use self::http::{respond_bytes, WasiBody, WasiStream};
 pub(super) use self::kv::KvStore;
 
-use crate::engine::{Config, Error, Timestamp};
+use crate::engine::{Config, Engine, Error, HttpClient, SweepReport, Timestamp};
 
 /// The Spin variable holding the configuration document. Secrets it names are Spin
 /// variables too (lowercased, as Spin requires).
@@ -38,4 +38,14 @@ pub(super) fn load_config() -> Result<Config, Error> {
         message: format!("variable not available: {e}"),
     })?;
     Config::parse(&doc, &|name| spin_sdk::variables::get(&name.to_ascii_lowercase()).ok())
+}
+
+/// After an answer has gone (there is no background work on these hosts): notes when the
+/// engine wants to run next and runs what is due now. A sweep's failures go to the log, the
+/// only place left to tell; the jobs stay due and are tried again.
+pub(crate) async fn after_response<H: HttpClient>(engine: &Engine<'_, KvStore, H>, wake_at: Option<Timestamp>) {
+    engine.note_wake(wake_at).await;
+    if let Some(SweepReport { failed: 1.., first_error, .. }) = engine.sweep_if_due(&now).await {
+        eprintln!("sweep: job(s) failed and stay due; first: {}", first_error.unwrap_or_default());
+    }
 }
