@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     // What adapters implement.
     ("ports/store", 1),
     ("ports/http_client", 1),
+    ("ports/store_contract", 1),
     // Vocabulary and policy: the configuration (which checks secrets' formats), who may do
     // what, what a request is, the record, the webhook formats.
     ("config", 2),

@@ -3,3 +3,4 @@
 
 pub mod http_client;
 pub mod store;
+pub mod store_contract;
