@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::engine::access::keys;
 use crate::engine::base::{json_response, Error, Operation, Subject, Timestamp};
 use crate::engine::config::ApiKey;
 use crate::engine::jobs::reconcile::upstream_message;
@@ -40,12 +39,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         id: &str,
         now: Timestamp,
     ) -> Result<Outcome<H::Body>, Error> {
-        // What the key may do at all first, so that the answer is the same whether or not the
-        // job exists; then whether it may see this job (404 if not), then the job's model.
-        keys::authorize_operation(key, Operation::Cancel, origin)?;
-        let job = self.load_visible(id, subject, now).await?;
-        keys::authorize_job(key, &job)?;
-        keys::authorize(key, Operation::Cancel, &job.subject, origin)?;
+        let job = self.load_for_caller(key, Operation::Cancel, origin, subject, id, now).await?;
         // Expiry first: a job past its queue deadline is expired (or learned to have started).
         self.refresh(job, now, u64::MAX).await?;
         let answer = |canceled: bool, message: String, job: &Job| {

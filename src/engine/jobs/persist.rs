@@ -12,7 +12,9 @@
 //! is never overwritten by a stale copy; terminal states never move again (see
 //! [`Status::transition`]).
 
-use crate::engine::base::{is_request_id, Error, Subject, Timestamp};
+use crate::engine::access::keys;
+use crate::engine::base::{is_request_id, Error, Operation, Subject, Timestamp};
+use crate::engine::config::ApiKey;
 use crate::engine::jobs::record::Job;
 use crate::engine::{Engine, HttpClient, Store, Version};
 
@@ -72,6 +74,25 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if subject.is_some_and(|s| *s != job.subject) || now >= job.retained_until(self.config.retention_seconds) {
             return Err(not_found());
         }
+        Ok(job)
+    }
+
+    /// The job a caller names, if it may act on it with `op`. What the key may do at all
+    /// first, so that the answer is the same whether or not the job exists; then whether it
+    /// may see this job (404 if not, as for no job); then the job's model or chain.
+    pub(crate) async fn load_for_caller(
+        &self,
+        key: &ApiKey,
+        op: Operation,
+        origin: Option<&str>,
+        subject: Option<&Subject>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Job, Error> {
+        keys::authorize_operation(key, op, origin)?;
+        let job = self.load_visible(id, subject, now).await?;
+        keys::authorize_job(key, &job)?;
+        keys::authorize(key, op, &job.subject, origin)?;
         Ok(job)
     }
 

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::engine::access::keys;
 use crate::engine::base::{json_response, Error, Operation, Subject, Timestamp};
 use crate::engine::config::ApiKey;
 use crate::engine::jobs::record::{codes, Job, JobError, Stall, StallReason, Status, Upstream, RECONCILE_ON_READ_MS};
@@ -40,12 +39,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         wait_ms: u64,
     ) -> Result<Outcome<H::Body>, Error> {
         let now = ctx.now;
-        // What the key may do at all first, so that the answer is the same whether or not the
-        // job exists; then whether it may see this job (404 if not), then the job's model.
-        keys::authorize_operation(key, Operation::Status, origin)?;
-        let job = self.load_visible(id, subject, now).await?;
-        keys::authorize_job(key, &job)?;
-        keys::authorize(key, Operation::Status, &job.subject, origin)?;
+        let job = self.load_for_caller(key, Operation::Status, origin, subject, id, now).await?;
         let (job, changed) = self.refresh(job, now, RECONCILE_ON_READ_MS).await?;
         let view = job.view(now, self.price(&job.subject), self.output_of(&job).await?, key.token.is_none());
         let wake_at = changed.then(|| job.next_due(self.config.retention_seconds));
