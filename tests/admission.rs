@@ -151,14 +151,12 @@ fn requests_are_admitted_from_their_head_alone() {
     let twenty_mb = 20 * 1024 * 1024;
     let refused = |a: Admission| match a {
         Admission::Refuse(e) => e.code(),
-        Admission::Read { body_limit } | Admission::Stream { body_limit } => {
-            panic!("admitted, reading up to {body_limit}")
-        }
+        Admission::Read(a) | Admission::Stream(a) => panic!("admitted, reading up to {}", a.body_limit()),
     };
     assert_eq!(refused(head("POST", submit, None, twenty_mb, None)), "UNAUTHORIZED");
     assert_eq!(refused(head("POST", submit, Some("not-a-key"), 10, None)), "UNAUTHORIZED");
     assert_eq!(refused(head("POST", submit, Some(KEY), 256 * 1024 + 1, None)), "PAYLOAD_TOO_LARGE");
-    assert_eq!(head("POST", submit, Some(KEY), 100, None), Admission::Read { body_limit: 256 * 1024 });
+    assert_eq!(admitted(head("POST", submit, Some(KEY), 100, None)), ("read", 256 * 1024));
     let status = "/async_request/0123456789abcdef0123456789abcdef";
     assert_eq!(refused(head("GET", status, None, 0, None)), "UNAUTHORIZED");
     assert_eq!(refused(head("DELETE", status, Some(KEY), twenty_mb, None)), "PAYLOAD_TOO_LARGE");
@@ -172,15 +170,25 @@ fn requests_are_admitted_from_their_head_alone() {
         "INVALID_SIGNATURE"
     );
     let signed = Some(("x-baseten-signature", "v1=00"));
-    assert!(matches!(head("POST", inbox, None, 100, signed), Admission::Read { .. }));
+    assert!(matches!(head("POST", inbox, None, 100, signed), Admission::Read(_)));
     assert_eq!(refused(head("POST", inbox, None, 33 * 1024 * 1024, signed)), "PAYLOAD_TOO_LARGE");
     // Sync routes stream their body to the upstream, up to Baseten's 100 MB, once the key is
     // known good.
     let predict = "/models/demo/production/predict";
     assert_eq!(refused(head("POST", predict, None, 10, None)), "UNAUTHORIZED");
-    assert_eq!(head("POST", predict, Some(KEY), 50 << 20, None), Admission::Stream { body_limit: 100 << 20 });
+    assert_eq!(admitted(head("POST", predict, Some(KEY), 50 << 20, None)), ("stream", 100 << 20));
     let sync = "/models/demo/production/sync/v1/chat/completions";
     assert_eq!(refused(head("POST", sync, Some(KEY), (100 << 20) + 1, None)), "PAYLOAD_TOO_LARGE");
+}
+
+/// How an admitted request's body is taken ("read" or "stream") and up to how many bytes.
+fn admitted(admission: edge_predict::engine::Admission) -> (&'static str, usize) {
+    use edge_predict::engine::Admission;
+    match admission {
+        Admission::Read(a) => ("read", a.body_limit()),
+        Admission::Stream(a) => ("stream", a.body_limit()),
+        Admission::Refuse(e) => panic!("refused: {e}"),
+    }
 }
 
 /// Every refusal is decided from the head, for every route: one that does not exist or not
@@ -202,7 +210,7 @@ fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
         }
         match w.engine().admit(&r, w.now()) {
             Admission::Refuse(e) => e.code().to_owned(),
-            Admission::Read { body_limit } | Admission::Stream { body_limit } => format!("read {body_limit}"),
+            Admission::Read(a) | Admission::Stream(a) => format!("read {}", a.body_limit()),
         }
     };
     let evil = Some("https://evil.example");
@@ -231,9 +239,9 @@ fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
         let r = w.request(method, path, key, "");
         w.engine().admit(&r, w.now())
     };
-    assert_eq!(small("OPTIONS", "/anything", None), Admission::Read { body_limit: 0 });
+    assert_eq!(admitted(small("OPTIONS", "/anything", None)), ("read", 0));
     for (method, path) in [("POST", "/_sweep"), ("POST", "/browser_tokens"), ("POST", "/models/demo/production/wake")] {
-        assert_eq!(small(method, path, Some(KEY)), Admission::Read { body_limit: 16 * 1024 }, "{path}");
+        assert_eq!(admitted(small(method, path, Some(KEY))), ("read", 16 * 1024), "{path}");
     }
 }
 

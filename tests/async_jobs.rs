@@ -213,36 +213,38 @@ fn the_same_idempotency_key_gives_the_same_request_id_and_one_submission() {
 }
 
 #[test]
-fn every_request_for_a_job_is_placed_in_the_one_object_its_id_names() {
-    use edge_predict::engine::{job_object, Placement, JOB_OBJECTS};
+fn every_request_for_a_job_is_placed_with_the_one_id_that_names_its_place() {
+    use edge_predict::engine::{Admission, Placement};
     let w = World::new();
-    let place = |req: &http::Request<Bytes>, entropy: [u8; 16]| match w.engine().placement(req, w.now(), entropy) {
-        Placement::Job(id) => id,
-        other => panic!("{} {} placed {other:?}", req.method(), req.uri()),
+    let place = |req: &http::Request<Bytes>, entropy: [u8; 16]| {
+        let Admission::Read(admitted) = w.engine().admit(req, w.now()) else { panic!("{} refused", req.uri()) };
+        match w.engine().placement(&admitted, req, entropy) {
+            Placement::Job(id) => id,
+            other => panic!("{} {} placed {other:?}", req.method(), req.uri()),
+        }
     };
-    let mut objects = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
     for n in 0u16..2000 {
         let mut entropy = [0u8; 16];
         entropy[..2].copy_from_slice(&n.to_le_bytes());
         let submit = w.request("POST", "/models/demo/production/async_predict", Some(KEY), "{}");
         let id = place(&submit, entropy);
-        let object = job_object(&id);
         for (method, path) in [("GET", format!("/async_request/{id}")), ("DELETE", format!("/async_request/{id}"))] {
-            assert_eq!(job_object(&place(&w.request(method, &path, Some(KEY), ""), [9; 16])), object);
+            assert_eq!(place(&w.request(method, &path, Some(KEY), ""), [9; 16]), id);
         }
-        objects.insert(object);
+        ids.insert(id);
     }
-    assert_eq!(objects.len(), JOB_OBJECTS, "ids spread over every object");
-    // An idempotent retry and the job's inbox reach the object that holds it.
+    assert_eq!(ids.len(), 2000, "each submit's randomness is its own id");
+    // An idempotent retry and the job's inbox reach the place that holds it.
     let body = json!({"model_input": {"q": 1}}).to_string();
     let mut submit = w.request("POST", "/models/demo/production/async_predict", Some(KEY), body);
     submit.headers_mut().insert("idempotency-key", "k1".parse().unwrap());
     let id = place(&submit, [1; 16]);
-    assert_eq!(job_object(&place(&submit, [2; 16])), job_object(&id));
+    assert_eq!(place(&submit, [2; 16]), id);
     let created = w.send(submit);
     assert_eq!(created.json()["request_id"], id.as_str());
     let delivery = w.inbox_delivery(&id, json!({"ok": true}), Value::Null, INBOUND_SECRET);
-    assert_eq!(job_object(&place(&delivery, [3; 16])), job_object(&id));
+    assert_eq!(place(&delivery, [3; 16]), id);
 }
 
 // ---------- cancel ----------
@@ -426,7 +428,7 @@ impl edge_predict::engine::Timer for HandClock<'_> {
 }
 
 fn held(w: &World, clock: &HandClock<'_>, path: &str) -> support::Answer {
-    let outcome = pollster::block_on(w.engine().handle_held(w.request("GET", path, Some(KEY), ""), [7; 16], clock));
+    let outcome = pollster::block_on(w.held(w.request("GET", path, Some(KEY), ""), [7; 16], clock));
     assert_eq!(outcome.hold_until, None, "a held answer is final");
     let (parts, body) = outcome.response.into_parts();
     let body = match body {

@@ -218,3 +218,28 @@ fn a_browser_tokens_own_origins_pass_the_browsers_cors_check() {
     server_key.assert_error(403, "FORBIDDEN");
     assert!(server_key.headers.get("access-control-allow-origin").is_none());
 }
+
+/// A request is admitted once, when it arrives: its route parsed and its key or token checked
+/// then, and not again while it is handled. A long-poll held past its token's expiry is
+/// answered as it was admitted; the token's next request is refused.
+#[test]
+fn a_token_is_checked_once_when_its_request_arrives_even_while_the_request_is_held() {
+    let w = World::new();
+    let tok = token(
+        &w,
+        json!({"models": ["demo"], "operations": ["async_predict", "status"], "origins": [APP],
+        "ttl_seconds": 10}),
+    );
+    let body = json!({"model_input": 1}).to_string();
+    let submitted =
+        w.send(with_origin(w.request("POST", "/models/demo/production/async_predict", Some(&tok), body), APP));
+    assert_eq!(submitted.status, 201, "{:?}", submitted.body);
+    let id = submitted.json()["request_id"].as_str().unwrap().to_owned();
+    w.advance_ms(8_000);
+    let clock = WorldClock(&w);
+    let status = format!("/async_request/{id}");
+    let poll = with_origin(w.request("GET", &format!("{status}?wait=5"), Some(&tok), ""), APP);
+    let held = pollster::block_on(w.held(poll, [7; 16], &clock));
+    assert_eq!(held.response.status(), 200, "answered as admitted, 3 s after the token expired");
+    w.send(with_origin(w.request("GET", &status, Some(&tok), ""), APP)).assert_error(401, "UNAUTHORIZED");
+}

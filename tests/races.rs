@@ -216,8 +216,7 @@ fn cancel_deciding_on_a_record_the_sweep_has_just_claimed_never_hides_a_running_
     let mut cancel = std::pin::pin!(cancel);
     let writing = w.park(cancel.as_mut(), At::Write("job/".into()));
     let clock = WorldClock(&w);
-    let engine = w.engine();
-    let sweep = engine.handle_held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
+    let sweep = w.held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
     let mut sweep = std::pin::pin!(sweep);
     // The sweep claims the submission (its write passes: the cancel holds the parked point)
     // and sends it; it is held as it records the upstream's answer.
@@ -329,8 +328,7 @@ fn a_long_sweep_claims_each_job_at_the_time_it_takes_it() {
     w.net.upstream_down.set(None);
     w.advance_ms(5_000);
     let clock = WorldClock(&w);
-    let engine = w.engine();
-    let sweep = engine.handle_held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
+    let sweep = w.held(w.request("POST", "/_sweep", Some(KEY), ""), [9; 16], &clock);
     let mut sweep = std::pin::pin!(sweep);
     let first = w.park(sweep.as_mut(), At::Send("/async_predict".into()));
     // The upstream takes 100 s to accept the first submission; the sweep then goes on to the

@@ -13,23 +13,37 @@
 //! # Calling order
 //!
 //! What an adapter does with each request, in this order (every packaging does, see
-//! `platform/`):
+//! `platform/`). A request is parsed and authenticated once, by [`Engine::admit`]; every
+//! later step reads the [`Admitted`] value it returns.
 //!
-//! 1. [`Engine::admit`] on the head alone. [`Admission::Refuse`]: answer
-//!    [`Engine::refusal`] and stop, having read no body and opened no store.
+//! 1. [`Engine::admit`] on the head alone, at the time it arrived. [`Admission::Refuse`]:
+//!    answer [`Engine::refusal`] and stop, having read no body and opened no store.
 //!    [`Admission::Stream`]: a sync route, whose body goes to [`Engine::handle_stream`] as it
-//!    arrives (no store). [`Admission::Read`]: read at most `body_limit` bytes (past it,
-//!    [`Engine::refusal`] with [`Error::PayloadTooLarge`]).
-//! 2. [`Engine::verify_inbox_if_inbox`] on the read request: a forged inbox delivery is
-//!    refused before any job state is touched.
+//!    arrives (no store). [`Admission::Read`]: read at most [`Admitted::body_limit`] bytes
+//!    (past it, [`Admitted::refusal`] with [`Error::PayloadTooLarge`]).
+//! 2. [`Engine::check_body`] on the read request: a forged inbox delivery is refused before
+//!    any job state is touched.
 //! 3. [`Engine::placement`]: [`Placement::Stateless`] runs with [`NoStore`] anywhere;
 //!    [`Placement::Job`] where that job's store is (on Workers, its Durable Object);
 //!    [`Placement::Store`] where the store is.
-//! 4. [`Engine::handle`] (or [`Engine::handle_held`], where the host can hold a connection
-//!    for a long-poll and has a clock), with a [`Ctx`] of the time and 16 random bytes.
+//! 4. [`Engine::handle`] with a [`Ctx`] (the time and 16 random bytes), or
+//!    [`Engine::handle_held`] where the host can hold a connection for a long-poll and has a
+//!    clock ([`Timer`]).
 //! 5. After the answer has gone: the [`Outcome`]'s `wake_at` is when [`Engine::sweep`] must
 //!    run next: an alarm set to it, or on hosts without alarms [`Engine::note_wake`] and then
 //!    [`Engine::sweep_if_due`].
+//!
+//! [`Engine::serve`] is steps 1, 2 and 4 for a request whose body is already in hand, in a
+//! place with one store (the `inference` component).
+//!
+//! Time comes in three forms, one per kind of call: a [`Timestamp`] for decisions on a head
+//! ([`Engine::admit`], [`Engine::refusal`]); a [`Ctx`] for one request's handling; a clock
+//! (`&dyn Fn() -> Timestamp`, or a [`Timer`] that can also sleep) for work that runs long
+//! enough for time to move (a sweep, a held long-poll).
+//!
+//! A place that receives a request from another (a job's Durable Object, from the Worker)
+//! admits it again: that is the other place's own step 1, not a repeat within one place, and
+//! it keeps every place safe on its own (see `platform/cloudflare`).
 
 #![forbid(unsafe_code)]
 
@@ -62,48 +76,72 @@ pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 pub const SYNC_BODY_LIMIT: usize = 100 * 1024 * 1024;
 
 /// Where a request must run, for platforms that spread jobs over places with their own store
-/// (Durable Objects on Workers, see [`job_object`]), and whether it needs a store at all: a
+/// (Durable Objects on Workers, each holding a fixed share of the request ids), and whether it needs a store at all: a
 /// request placed [`Placement::Stateless`] runs with [`NoStore`], opens no store and runs no sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// Needs no job state: run it anywhere, with [`NoStore`].
     Stateless,
     /// Touches exactly the job with this request id (a submit creates it under this id; a
-    /// token minted bound to it is checked against it), in the place [`job_object`] names.
+    /// token minted bound to it is checked against it), in the place that holds that id.
     Job(String),
     /// Needs the store of the place it runs in, but no particular job: `POST /_sweep`. (On
     /// Workers each place sweeps itself at its alarm, so there it is answered stateless.)
     Store,
 }
 
-/// How many places jobs are spread over: [`job_object`] names one of these.
-pub const JOB_OBJECTS: usize = 256;
-
-/// The place (a Durable Object's name on Workers) that holds the job with this request id:
-/// one of [`JOB_OBJECTS`], from the id's first byte. It depends on the id alone, so every
-/// request for a job, an idempotent retry and the inbox reach the same place forever.
-///
-/// Why a fixed set and not one place per job: a place's store serves many jobs (the engine's
-/// sweep and due index are per store, as on Spin), and on workerd a new object per job costs
-/// its own database file: one object per job took ~270–380 durable writes/s where a set of
-/// 16–256 objects took 1,600–3,100/s (`make bench`, README). 256 keeps each object far below
-/// the per-object request rate Cloudflare advises while spreading load across machines.
-pub fn job_object(request_id: &str) -> String {
-    format!("jobs-{}", request_id.get(..2).unwrap_or("00"))
-}
-
 /// What may be read of a request before it is handled, decided from its head alone
 /// ([`Engine::admit`]): a request without valid credentials, or announcing a body larger than
 /// its route takes, is refused before any store is touched or its body is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Admission {
-    /// Read at most this many bytes of the body, then handle it ([`Engine::handle`]).
-    Read { body_limit: usize },
-    /// A sync route: do not read the body; stream at most this many bytes of it to the upstream
-    /// ([`Engine::handle_stream`]).
-    Stream { body_limit: usize },
-    /// Answer with this error at once; do not read the body.
+    /// Read at most [`Admitted::body_limit`] bytes of the body, then handle it
+    /// ([`Engine::check_body`], [`Engine::placement`], [`Engine::handle`]).
+    Read(Admitted),
+    /// A sync route: do not read the body; stream at most [`Admitted::body_limit`] bytes of it
+    /// to the upstream ([`Engine::handle_stream`]).
+    Stream(Admitted),
+    /// Answer with this error at once ([`Engine::refusal`]); do not read the body.
     Refuse(Error),
+}
+
+/// A request admitted from its head: what it addresses, who asks (the key or browser token
+/// found once, already checked against the route's operation, subject and origin), whether
+/// its origin may read the answer, and how much body it may carry. Only [`Engine::admit`]
+/// makes one; every later step reads it, so a request is parsed and authenticated once in
+/// each place it runs.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    route: Route,
+    /// `None` for the preflight and the inbox, which carry no key.
+    caller: Option<config::ApiKey>,
+    origin: Option<String>,
+    cors: bool,
+    body_limit: usize,
+    /// Whether [`Engine::check_body`] passed (else [`Engine::handle`] checks it).
+    body_checked: bool,
+}
+
+impl Admitted {
+    /// The most body bytes to read (or stream) for this request.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// What the request addresses.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The answer to an admitted request refused later (its body too large, a forged inbox
+    /// delivery, a store out of reach): the error as JSON, with the CORS the admission decided.
+    pub fn refusal(&self, error: &Error) -> Response<Bytes> {
+        let mut response = error.to_response();
+        if let Some(origin) = &self.origin {
+            surface::cors::add_cors(response.headers_mut(), origin, self.cors);
+        }
+        response
+    }
 }
 
 /// A status read or cancel carries no body worth reading.

@@ -87,7 +87,7 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
             h.insert(name, value(v)?);
         }
         let engine = Engine::new(&config, &store, &WasiHttp);
-        let outcome = engine.handle(request, Ctx::new(now(), entropy())).await;
+        let outcome = engine.serve(request, Ctx::new(now(), entropy())).await;
         let (parts, body) = outcome.response.into_parts();
         let body = match body {
             Body::Full(b) => b,

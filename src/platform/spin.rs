@@ -93,39 +93,39 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     // Credentials and announced size first: a refused request reads no body, opens no store.
     let gate = Engine::new(&config, &NoStore, &WasiHttp);
     let mut request = request_head(&incoming);
-    let body_limit = match gate.admit(&request, now()) {
+    let mut admitted = match gate.admit(&request, now()) {
         Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())),
-        Admission::Stream { body_limit } => {
+        Admission::Stream(admitted) => {
             // A sync route: the body streams to the upstream, the answer back, neither gathered.
-            let Some(body) = WasiStream::of_caller(&incoming, body_limit) else {
+            let Some(body) = WasiStream::of_caller(&incoming, admitted.body_limit()) else {
                 let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
-                return send_response(out, gate.refusal(&request, &e, now()));
+                return send_response(out, admitted.refusal(&e));
             };
-            let outcome = gate.handle_stream(request.map(|_| body), Ctx::new(now(), entropy())).await;
+            let outcome = gate.handle_stream(&admitted, request.map(|_| body)).await;
             return respond(out, outcome.response);
         }
-        Admission::Read { body_limit } => body_limit,
+        Admission::Read(admitted) => admitted,
     };
-    match read_body(incoming, body_limit).await {
+    match read_body(incoming, admitted.body_limit()).await {
         Ok(body) => *request.body_mut() = body,
-        Err(e) => return send_response(out, gate.refusal(&request, &e, now())),
+        Err(e) => return send_response(out, admitted.refusal(&e)),
     }
     // A forged delivery is refused before the store is opened.
-    if let Err(e) = gate.verify_inbox_if_inbox(&request) {
-        return send_response(out, gate.refusal(&request, &e, now()));
+    if let Err(e) = gate.check_body(&mut admitted, &request) {
+        return send_response(out, admitted.refusal(&e));
     }
     let entropy = entropy();
-    if gate.placement(&request, now(), entropy) == Placement::Stateless {
+    if gate.placement(&admitted, &request, entropy) == Placement::Stateless {
         // A preflight, `/v1`, a token minted unbound: no store opened, no sweep run.
-        let outcome = gate.handle(request, Ctx::new(now(), entropy)).await;
+        let outcome = gate.handle(&admitted, request, Ctx::new(now(), entropy)).await;
         return respond(out, outcome.response);
     }
     let store = match KvStore::open() {
         Ok(s) => s,
-        Err(e) => return send_response(out, Error::Store(e).to_response()),
+        Err(e) => return send_response(out, admitted.refusal(&Error::Store(e))),
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
-    let outcome = engine.handle_held(request, entropy, &SpinTimer).await;
+    let outcome = engine.handle_held(&admitted, request, entropy, &SpinTimer).await;
     respond(out, outcome.response);
     after_response(&engine, outcome.wake_at).await;
 }

@@ -17,7 +17,8 @@ pub mod baseten_schema;
 
 use bytes::Bytes;
 use edge_predict::engine::{
-    Body, Config, Ctx, Engine, HttpClient, MemoryStore, Store, StoreError, Timestamp, TransportError, Version,
+    Admission, Body, Config, Ctx, Engine, HttpClient, MemoryStore, Outcome, Store, StoreError, Timer, Timestamp,
+    TransportError, Version,
 };
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -500,7 +501,7 @@ impl World {
         self.entropy.set(e);
         let ctx = Ctx::new(self.now(), e.to_be_bytes());
         async move {
-            let outcome = self.engine().handle(request, ctx).await;
+            let outcome = self.engine().serve(request, ctx).await;
             if let Some(at) = outcome.wake_at {
                 self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));
             }
@@ -510,6 +511,17 @@ impl World {
             };
             Answer { status: parts.status, headers: parts.headers, body }
         }
+    }
+
+    /// A request handled as on a host with a clock ([`Engine::handle_held`]), once admitted;
+    /// as a future the test can drive.
+    pub async fn held<T: Timer>(&self, request: Request<Bytes>, entropy: [u8; 16], timer: &T) -> Outcome<Bytes> {
+        let engine = self.engine();
+        let admitted = match engine.admit(&request, timer.now()) {
+            Admission::Read(admitted) | Admission::Stream(admitted) => admitted,
+            Admission::Refuse(e) => panic!("{} {} refused: {e}", request.method(), request.uri()),
+        };
+        engine.handle_held(&admitted, request, entropy, timer).await
     }
 
     /// Replays a race: runs `first` until it parks at `at`, then `meanwhile` to completion,

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use crate::engine::access::keys;
 use crate::engine::base::crypto::sha256;
 use crate::engine::base::{is_request_id, json_response, Error, Subject, Target, Timestamp};
 use crate::engine::config::{ApiKey, Config};
@@ -33,9 +32,9 @@ const SUBMIT_RETRY_CAP_MS: u64 = 60_000;
 /// idempotency key. Every retry lands on the same id and, on sharded platforms, the same place (where the
 /// idempotency record then refuses the same key for another route); without the secret no
 /// one can compute another caller's ids.
-pub(crate) fn new_request_id(config: &Config, headers: &HeaderMap, now: Timestamp, entropy: [u8; 16]) -> String {
-    match (keys::authenticate(config, headers, now), idempotency_key(headers)) {
-        (Ok(key), Ok(Some(idem))) => config.derived_id("idempotency", &[key.tenant(), idem]),
+pub(crate) fn new_request_id(config: &Config, key: &ApiKey, headers: &HeaderMap, entropy: [u8; 16]) -> String {
+    match idempotency_key(headers) {
+        Ok(Some(idem)) => config.derived_id("idempotency", &[key.tenant(), idem]),
         _ => hex::encode(entropy),
     }
 }
@@ -79,7 +78,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let idempotency = idempotency_key(request.headers())?;
         let now = ctx.now;
-        let mut id = new_request_id(self.config, request.headers(), now, ctx.entropy);
+        let mut id = new_request_id(self.config, key, request.headers(), ctx.entropy);
 
         let mut idempotency_record = None;
         if let Some(idem) = idempotency {
