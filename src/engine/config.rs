@@ -1,10 +1,14 @@
 //! The configuration document (DESIGN §5), parsed and validated once per request by the adapter.
 //!
 //! It is one JSON document (a Spin variable or a Worker var). Secrets are not in it: it names
-//! them, and the adapter's secret lookup resolves the names while parsing. Unknown fields are
+//! them, and the adapter's secret lookup resolves the names: all of them while parsing
+//! ([`Config::parse`], where a parse serves many requests), or each the first time a request
+//! needs it ([`Config::parse_lazy`], where every request parses and each read costs). Unknown fields are
 //! errors, so a typo fails loudly instead of silently doing nothing; every error names its field.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use url::Url;
@@ -28,13 +32,15 @@ pub struct Config {
     /// The largest model output kept (its JSON encoding); a larger result fails its job.
     pub output_limit: usize,
     /// Keys the HMAC deriving request ids from idempotency keys.
-    pub id_secret: Secret,
+    pub id_secret: SecretRef,
     pub keys: Vec<ApiKey>,
     pub models: BTreeMap<String, Upstream>,
     pub chains: BTreeMap<String, Upstream>,
     pub webhooks: Webhooks,
     /// `None`: minting browser tokens is off (`POST /browser_tokens` answers 404).
     pub browser_tokens: Option<BrowserTokens>,
+    /// Where secrets not yet read come from ([`Config::parse_lazy`]).
+    source: SecretSource,
 }
 
 /// One upstream deployment family (a Baseten model or chain, or anything speaking its API).
@@ -44,8 +50,8 @@ pub struct Upstream {
     /// or a regional environment's host with `{env}` in it,
     /// `https://model-abcd1234-{env}.api.baseten.co` (bare endpoint paths).
     base: String,
-    /// The API key the upstream gets, resolved from its secret name.
-    pub api_key: String,
+    /// The API key the upstream gets ([`Config::secret`]).
+    pub api_key: SecretRef,
     /// For the usage cost estimate: price of one second of compute, in `currency`.
     pub price_per_second: f64,
     /// The `model` name of OpenAI-compatible requests to the gateway's `/v1/...` that this
@@ -122,7 +128,7 @@ impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("base", &self.base)
-            .field("api_key", &"<redacted>")
+            .field("api_key", &self.api_key)
             .field("price_per_second", &self.price_per_second)
             .field("openai", &self.openai)
             .finish()
@@ -142,6 +148,58 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// A secret the document names, by the field that names it; its value is read once, at parse
+/// or when first needed ([`Config::secret`]). Its `Debug` shows the field, never the value.
+#[derive(Clone)]
+pub struct SecretRef {
+    field: String,
+    name: String,
+    rule: SecretRule,
+    value: OnceCell<Result<Secret, Error>>,
+}
+
+/// What a secret's value must be, checked when it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretRule {
+    Any,
+    /// A key for an HMAC that guards ids or tokens: at least 32 bytes.
+    AtLeast32Bytes,
+    /// Signs outbound deliveries, which every receiver can check: never an inbound secret.
+    Outbound,
+    /// The global outbound secret: also, a `whsec_` secret is base64 after the prefix.
+    OutboundGlobal,
+}
+
+impl SecretRef {
+    fn new(field: impl Into<String>, name: &str, rule: SecretRule) -> Self {
+        Self { field: field.into(), name: name.to_owned(), rule, value: OnceCell::new() }
+    }
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.value.get() {
+            None => "<not read>",
+            Some(Ok(_)) => "<redacted>",
+            Some(Err(_)) => "<not set>",
+        };
+        f.debug_struct("SecretRef").field("field", &self.field).field("value", &state).finish()
+    }
+}
+
+/// Reads a secret's value by its name (`None`: not set), for [`Config::parse_lazy`].
+pub type SecretReader = Rc<dyn Fn(&str) -> Option<String>>;
+
+/// Where a lazily parsed configuration reads its secrets.
+#[derive(Clone, Default)]
+struct SecretSource(Option<SecretReader>);
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "SecretSource(lazy)" } else { "SecretSource(read at parse)" })
     }
 }
 
@@ -180,7 +238,7 @@ pub struct TokenBinding {
 #[derive(Clone)]
 pub struct BrowserTokens {
     /// Signs and verifies tokens (HMAC-SHA256). Rotating it revokes every token.
-    pub secret: String,
+    pub secret: SecretRef,
     /// The longest lifetime a token may be minted with.
     pub max_ttl_seconds: u64,
 }
@@ -188,7 +246,7 @@ pub struct BrowserTokens {
 impl std::fmt::Debug for BrowserTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrowserTokens")
-            .field("secret", &"<redacted>")
+            .field("secret", &self.secret)
             .field("max_ttl_seconds", &self.max_ttl_seconds)
             .finish()
     }
@@ -275,24 +333,24 @@ fn sees(key_id: &str, all_jobs: bool, creator: &str) -> bool {
 #[derive(Clone)]
 pub struct Webhooks {
     /// Secrets the upstream signs inbox deliveries with; several during rotation.
-    pub inbound_secrets: Vec<String>,
+    pub inbound_secrets: Vec<SecretRef>,
     /// How old an inbox payload's `time` may be.
     pub inbound_tolerance_seconds: u64,
     /// Signs deliveries to callers' `webhook_endpoint`s (Baseten header and Standard Webhooks).
     /// A `whsec_` secret is base64 after the prefix (Standard Webhooks); Baseten's header uses
     /// the whole string's bytes, as Baseten does with its secrets.
-    pub outbound_secret: Option<String>,
+    pub outbound_secret: Option<SecretRef>,
     /// Per key id: the secret that signs its jobs' deliveries instead of `outbound_secret`.
-    pub key_outbound_secrets: BTreeMap<String, String>,
+    pub key_outbound_secrets: BTreeMap<String, SecretRef>,
     pub delivery: DeliveryPolicy,
 }
 
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhooks")
-            .field("inbound_secrets", &format_args!("<{} redacted>", self.inbound_secrets.len()))
+            .field("inbound_secrets", &self.inbound_secrets)
             .field("inbound_tolerance_seconds", &self.inbound_tolerance_seconds)
-            .field("outbound_secret", &self.outbound_secret.as_ref().map(|_| "<redacted>"))
+            .field("outbound_secret", &self.outbound_secret)
             .field("key_outbound_secrets", &self.key_outbound_secrets.keys().collect::<Vec<_>>())
             .field("delivery", &self.delivery)
             .finish()
@@ -450,8 +508,87 @@ fn config_error(field: impl Into<String>, message: impl Into<String>) -> Error {
 }
 
 impl Config {
-    /// Parses and validates the document; `secret` resolves a secret's name to its value.
+    /// Parses and validates the document and reads every secret it names now: `secret`
+    /// resolves a secret's name to its value. For hosts where one parse serves many requests.
     pub fn parse(json: &str, secret: &dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let config = Self::parse_document(json)?;
+        for s in config.secrets() {
+            let value = config.read_secret(s, secret)?;
+            // Each cell is filled once, here: `set` cannot find one already read.
+            let _ = s.value.set(Ok(value));
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates the document, and reads each secret it names only when a request
+    /// first needs it ([`Config::secret`]): for hosts that parse once per request (Spin), where
+    /// every read costs and a request uses few of them. A secret that is not set, or not as its
+    /// field requires, is then the error of the requests that need it.
+    pub fn parse_lazy(json: &str, secret: SecretReader) -> Result<Self, Error> {
+        let mut config = Self::parse_document(json)?;
+        config.source = SecretSource(Some(secret));
+        Ok(config)
+    }
+
+    /// Every secret the configuration names, in the order [`Config::parse`] reads them: an
+    /// outbound secret after the inbound ones it must differ from.
+    fn secrets(&self) -> impl Iterator<Item = &SecretRef> {
+        let upstreams = self.models.values().chain(self.chains.values()).map(|u| &u.api_key);
+        std::iter::once(&self.id_secret)
+            .chain(upstreams)
+            .chain(&self.webhooks.inbound_secrets)
+            .chain(&self.webhooks.outbound_secret)
+            .chain(self.webhooks.key_outbound_secrets.values())
+            .chain(self.browser_tokens.as_ref().map(|t| &t.secret))
+    }
+
+    /// A secret's value, read on first use (or at parse) and checked as its field requires.
+    pub fn secret<'c>(&'c self, secret: &'c SecretRef) -> Result<&'c str, Error> {
+        let source = |name: &str| self.source.0.as_ref().and_then(|read| read(name));
+        let value = secret.value.get_or_init(|| self.read_secret(secret, &source));
+        value.as_ref().map(Secret::expose).map_err(Clone::clone)
+    }
+
+    fn read_secret(&self, secret: &SecretRef, source: &dyn Fn(&str) -> Option<String>) -> Result<Secret, Error> {
+        let value = match source(&secret.name) {
+            Some(value) if !value.is_empty() => value,
+            // Not the name: an operator who pasted a secret's value here would publish it.
+            _ => return Err(config_error(&secret.field, "the secret this names is not set")),
+        };
+        match secret.rule {
+            SecretRule::Any => {}
+            SecretRule::AtLeast32Bytes if value.len() < 32 => {
+                return Err(config_error(&secret.field, "the secret must be at least 32 bytes"));
+            }
+            SecretRule::AtLeast32Bytes => {}
+            SecretRule::OutboundGlobal | SecretRule::Outbound => {
+                if secret.rule == SecretRule::OutboundGlobal
+                    && value.starts_with("whsec_")
+                    && crate::engine::webhooks::signature::standard_key(&value).is_none()
+                {
+                    return Err(config_error(&secret.field, "a whsec_ secret must be base64 after the prefix"));
+                }
+                // Every webhook receiver holds an outbound secret: if it also signed inbound
+                // results, any receiver could forge a result for any job.
+                for inbound in &self.webhooks.inbound_secrets {
+                    let same = match inbound.value.get() {
+                        Some(read) => read.as_ref().is_ok_and(|v| v.expose() == value),
+                        None => self.secret(inbound).is_ok_and(|v| v == value),
+                    };
+                    if same {
+                        return Err(config_error(
+                            &secret.field,
+                            "must name a different secret than every inbound one (receivers hold the outbound secret)",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Secret(value))
+    }
+
+    /// The document parsed and validated, its secrets named and not yet read.
+    fn parse_document(json: &str) -> Result<Self, Error> {
         let de = &mut serde_json::Deserializer::from_str(json);
         let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -460,19 +597,8 @@ impl Config {
                 without_values(&e.inner().to_string()),
             )
         })?;
-        let resolve = |field: String, name: &str| -> Result<String, Error> {
-            match secret(name) {
-                Some(value) if !value.is_empty() => Ok(value),
-                // Not the name: an operator who pasted a secret's value here would publish it.
-                _ => Err(config_error(field, "the secret this names is not set")),
-            }
-        };
-
         let public_base_url = parse_base_url("public_base_url", &doc.public_base_url)?;
-        let id_secret = resolve("id_secret_name".to_owned(), &doc.id_secret_name)?;
-        if id_secret.len() < 32 {
-            return Err(config_error("id_secret_name", "the secret must be at least 32 bytes"));
-        }
+        let id_secret = SecretRef::new("id_secret_name", &doc.id_secret_name, SecretRule::AtLeast32Bytes);
         if doc.retention_seconds == 0 {
             return Err(config_error("retention_seconds", "must be at least 1"));
         }
@@ -491,7 +617,7 @@ impl Config {
                 ));
             }
             if let Some(name) = &k.outbound_secret_name {
-                let secret = resolve(format!("keys[{i}].outbound_secret_name"), name)?;
+                let secret = SecretRef::new(format!("keys[{i}].outbound_secret_name"), name, SecretRule::Outbound);
                 key_outbound_secrets.insert(k.id.clone(), secret);
             }
             keys.push(ApiKey {
@@ -516,7 +642,7 @@ impl Config {
                 // A regional template is checked as the URL it becomes for an environment.
                 let base = parse_base_url(&field("upstream"), &u.upstream.replace(ENV_PLACEHOLDER, "env"))
                     .map(|_| u.upstream.clone())?;
-                let api_key = resolve(field("api_key_secret_name"), &u.api_key_secret_name)?;
+                let api_key = SecretRef::new(field("api_key_secret_name"), &u.api_key_secret_name, SecretRule::Any);
                 if !(u.price_per_second.is_finite() && u.price_per_second >= 0.0) {
                     return Err(config_error(field("price_per_second"), "must be a non-negative number"));
                 }
@@ -551,31 +677,12 @@ impl Config {
             .inbound_secret_names
             .iter()
             .enumerate()
-            .map(|(i, name)| resolve(format!("webhooks.inbound_secret_names[{i}]"), name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, name)| SecretRef::new(format!("webhooks.inbound_secret_names[{i}]"), name, SecretRule::Any))
+            .collect();
         let outbound_secret = w
             .outbound_secret_name
             .as_deref()
-            .map(|name| resolve("webhooks.outbound_secret_name".to_owned(), name))
-            .transpose()?;
-        if let Some(secret) = &outbound_secret {
-            if secret.starts_with("whsec_") && crate::engine::webhooks::signature::standard_key(secret).is_none() {
-                return Err(config_error(
-                    "webhooks.outbound_secret_name",
-                    "a whsec_ secret must be base64 after the prefix",
-                ));
-            }
-        }
-        // Every webhook receiver holds an outbound secret: if it also signed inbound results,
-        // any receiver could forge a result for any job.
-        let outbound = outbound_secret.iter().map(|s| ("webhooks.outbound_secret_name".to_owned(), s));
-        let per_key = key_outbound_secrets.iter().map(|(id, s)| (format!("keys[id={id}].outbound_secret_name"), s));
-        if let Some((field, _)) = outbound.chain(per_key).find(|(_, s)| inbound_secrets.contains(s)) {
-            return Err(config_error(
-                field,
-                "must name a different secret than every inbound one (receivers hold the outbound secret)",
-            ));
-        }
+            .map(|name| SecretRef::new("webhooks.outbound_secret_name", name, SecretRule::OutboundGlobal));
         let d = w.delivery;
         if !(1..=50).contains(&d.max_attempts) {
             return Err(config_error("webhooks.delivery.max_attempts", "must be between 1 and 50"));
@@ -590,10 +697,7 @@ impl Config {
         let browser_tokens = match doc.browser_tokens {
             None => None,
             Some(t) => {
-                let secret = resolve("browser_tokens.secret_name".to_owned(), &t.secret_name)?;
-                if secret.len() < 32 {
-                    return Err(config_error("browser_tokens.secret_name", "the secret must be at least 32 bytes"));
-                }
+                let secret = SecretRef::new("browser_tokens.secret_name", &t.secret_name, SecretRule::AtLeast32Bytes);
                 if !(1..=86_400).contains(&t.max_ttl_seconds) {
                     return Err(config_error("browser_tokens.max_ttl_seconds", "must be between 1 and 86400"));
                 }
@@ -608,7 +712,7 @@ impl Config {
             retention_seconds: doc.retention_seconds,
             async_body_limit: doc.async_body_limit_bytes,
             output_limit: doc.output_limit_bytes,
-            id_secret: Secret(id_secret),
+            id_secret,
             keys,
             models,
             chains,
@@ -619,14 +723,15 @@ impl Config {
                 key_outbound_secrets,
                 delivery: d,
             },
+            source: SecretSource::default(),
         })
     }
 
     /// The secret that signs deliveries of a job created by `key_id` (a key, or one of its
     /// browser tokens, `{key}~{token}`): the key's own if it has one, else the global one.
-    pub fn outbound_secret_for(&self, key_id: &str) -> Option<&str> {
+    pub fn outbound_secret_for(&self, key_id: &str) -> Option<&SecretRef> {
         let key = key_id.split_once('~').map_or(key_id, |(parent, _)| parent);
-        self.webhooks.key_outbound_secrets.get(key).or(self.webhooks.outbound_secret.as_ref()).map(String::as_str)
+        self.webhooks.key_outbound_secrets.get(key).or(self.webhooks.outbound_secret.as_ref())
     }
 
     /// The upstream configured for a subject, or `UnknownSubject`.
@@ -640,22 +745,22 @@ impl Config {
 
     /// Where the upstream must deliver the result of our job `request_id`: its own inbox URL,
     /// `/webhooks/baseten/{request_id}/{token}`, which no other job's result can use.
-    pub fn inbox_url(&self, request_id: &str) -> String {
+    pub fn inbox_url(&self, request_id: &str) -> Result<String, Error> {
         let base = self.public_base_url.as_str().trim_end_matches('/');
-        format!("{base}/webhooks/baseten/{request_id}/{}", self.inbox_token(request_id))
+        Ok(format!("{base}/webhooks/baseten/{request_id}/{}", self.inbox_token(request_id)?))
     }
 
     /// The token binding an inbox URL to its job: an HMAC of the request id under the id
     /// secret (128 bits, hex). Derived, never stored, so it is checked before any store is.
-    pub fn inbox_token(&self, request_id: &str) -> String {
+    pub fn inbox_token(&self, request_id: &str) -> Result<String, Error> {
         self.derived_id("inbox", &[request_id])
     }
 
     /// 128 bits derived from the id secret for `label` and `parts` (hex): request ids from an
     /// `Idempotency-Key`, inbox tokens. The label keeps each use's values apart.
-    pub(crate) fn derived_id(&self, label: &str, parts: &[&str]) -> String {
+    pub(crate) fn derived_id(&self, label: &str, parts: &[&str]) -> Result<String, Error> {
         let message = std::iter::once(label).chain(parts.iter().copied()).collect::<Vec<_>>().join("\n");
-        hex::encode(&hmac_sha256(self.id_secret.expose().as_bytes(), message.as_bytes())[..16])
+        Ok(hex::encode(&hmac_sha256(self.secret(&self.id_secret)?.as_bytes(), message.as_bytes())[..16]))
     }
 }
 
@@ -754,7 +859,8 @@ mod tests {
         let rotated = |name: &str| if name == "UP" { Some("rotated-key".to_owned()) } else { secrets(name) };
         let after_rotation = cache.get(&document, &rotated).unwrap();
         assert!(!std::rc::Rc::ptr_eq(&first, &after_rotation));
-        assert_eq!(after_rotation.upstream(&Subject::Model("demo".into())).unwrap().api_key, "rotated-key");
+        let upstream = after_rotation.upstream(&Subject::Model("demo".into())).unwrap();
+        assert_eq!(after_rotation.secret(&upstream.api_key).unwrap(), "rotated-key");
         let mut changed = doc();
         changed["retention_seconds"] = serde_json::json!(60);
         assert_eq!(cache.get(&changed.to_string(), &rotated).unwrap().retention_seconds, 60);
@@ -849,10 +955,47 @@ mod tests {
     }
 
     #[test]
+    fn a_lazy_configuration_reads_a_secret_when_first_needed_and_checks_it_as_a_parse_does() {
+        let reads = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let source = |missing: &'static str, same_as_inbound: bool| {
+            let reads = Rc::clone(&reads);
+            Rc::new(move |name: &str| {
+                reads.borrow_mut().push(name.to_owned());
+                match name {
+                    _ if name == missing => None,
+                    "OUT" if same_as_inbound => secrets("IN"),
+                    _ => secrets(name),
+                }
+            }) as SecretReader
+        };
+        let c = Config::parse_lazy(&doc().to_string(), source("", false)).unwrap();
+        assert!(reads.borrow().is_empty(), "nothing read at parse");
+        assert_eq!(c.secret(&c.models["demo"].api_key).unwrap(), "upstream-key");
+        assert_eq!(c.secret(&c.models["demo"].api_key).unwrap(), "upstream-key");
+        assert_eq!(*reads.borrow(), ["UP"], "read once");
+
+        // A secret not set is the error of what uses it, naming its field; the rest still work.
+        let c = Config::parse_lazy(&doc().to_string(), source("UP", false)).unwrap();
+        let missing = c.secret(&c.models["demo"].api_key).unwrap_err();
+        assert!(matches!(&missing, Error::Config { field, .. } if field == "models.demo.api_key_secret_name"));
+        assert!(c.inbox_token("abc").is_ok());
+
+        // The rules a parse checks hold at first use: an outbound secret that is an inbound one.
+        let c = Config::parse_lazy(&doc().to_string(), source("", true)).unwrap();
+        let outbound = c.webhooks.outbound_secret.as_ref().unwrap();
+        let same = c.secret(outbound).unwrap_err();
+        assert!(matches!(&same, Error::Config { field, .. } if field == "webhooks.outbound_secret_name"));
+        let short = |name: &str| if name == "IDS" { Some("short".to_owned()) } else { secrets(name) };
+        let c = Config::parse_lazy(&doc().to_string(), Rc::new(short)).unwrap();
+        assert!(matches!(c.inbox_token("abc"), Err(Error::Config { field, .. }) if field == "id_secret_name"));
+    }
+
+    #[test]
     fn a_valid_document_parses_and_resolves_secrets() {
         let c = Config::parse(&doc().to_string(), &secrets).unwrap();
-        assert_eq!(c.models["demo"].api_key, "upstream-key");
-        assert_eq!(c.webhooks.inbound_secrets, ["inbound"]);
+        assert_eq!(c.secret(&c.models["demo"].api_key).unwrap(), "upstream-key");
+        let inbound: Vec<&str> = c.webhooks.inbound_secrets.iter().map(|s| c.secret(s).unwrap()).collect();
+        assert_eq!(inbound, ["inbound"]);
         assert_eq!(c.retention_seconds, 7 * 24 * 3600);
         assert_eq!(c.async_body_limit, 256 * 1024);
         assert_eq!(c.webhooks.delivery, DeliveryPolicy::default());
@@ -860,10 +1003,10 @@ mod tests {
         assert!(!c.keys[0].allows_operation(Operation::Cancel));
         assert!(c.keys[0].allows_subject(&Subject::Model("anything".into())));
         assert!(!c.keys[0].allows_subject(&Subject::Chain("anything".into())));
-        let url = c.inbox_url("abc");
+        let url = c.inbox_url("abc").unwrap();
         let token = url.strip_prefix("https://gw.example/webhooks/baseten/abc/").expect(&url);
-        assert_eq!((token.len(), token == c.inbox_token("abc")), (32, true));
-        assert_ne!(token, c.inbox_token("abd"), "each job has its own token");
+        assert_eq!((token.len(), token == c.inbox_token("abc").unwrap()), (32, true));
+        assert_ne!(token, c.inbox_token("abd").unwrap(), "each job has its own token");
     }
 
     #[test]

@@ -71,23 +71,23 @@ pub fn config_doc() -> Value {
     })
 }
 
+/// The value of each secret the test configuration names.
+pub fn secret_value(name: &str) -> Option<String> {
+    let value = match name {
+        "UPSTREAM_KEY" => UPSTREAM_KEY,
+        "INBOUND" => INBOUND_SECRET,
+        "OLD_INBOUND" => OLD_INBOUND_SECRET,
+        "OUTBOUND" => OUTBOUND_SECRET,
+        "TOKENS" => "browser-token-signing-secret-0123456789",
+        "TENANT_OUTBOUND" => TENANT_OUTBOUND_SECRET,
+        "IDS" => "request-id-secret-0123456789abcdef0123",
+        _ => return None,
+    };
+    Some(value.to_owned())
+}
+
 pub fn parse_config(doc: &Value) -> Config {
-    Config::parse(&doc.to_string(), &|name| {
-        Some(
-            match name {
-                "UPSTREAM_KEY" => UPSTREAM_KEY,
-                "INBOUND" => INBOUND_SECRET,
-                "OLD_INBOUND" => OLD_INBOUND_SECRET,
-                "OUTBOUND" => OUTBOUND_SECRET,
-                "TOKENS" => "browser-token-signing-secret-0123456789",
-                "TENANT_OUTBOUND" => TENANT_OUTBOUND_SECRET,
-                "IDS" => "request-id-secret-0123456789abcdef0123",
-                _ => return None,
-            }
-            .to_owned(),
-        )
-    })
-    .unwrap()
+    Config::parse(&doc.to_string(), &secret_value).unwrap()
 }
 
 /// Where a gate parks an engine call: a store write to a key, or an outbound request.
@@ -455,16 +455,26 @@ impl World {
     }
 
     pub fn with_config(doc: Value) -> Self {
+        Self::with_parsed(parse_config(&doc))
+    }
+
+    /// A world whose configuration reads each secret when first needed, as on Spin
+    /// ([`Config::parse_lazy`]); the names read, in order, are recorded in the returned list.
+    pub fn with_lazy_config() -> (Self, Rc<RefCell<Vec<String>>>) {
+        let reads = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&reads);
+        let source = Rc::new(move |name: &str| {
+            seen.borrow_mut().push(name.to_owned());
+            secret_value(name)
+        });
+        (Self::with_parsed(Config::parse_lazy(&config_doc().to_string(), source).unwrap()), reads)
+    }
+
+    fn with_parsed(config: Config) -> Self {
         let store = GatedStore::default();
         let net = Net { gate: Rc::clone(&store.gate), ..Net::default() };
-        let world = Self {
-            config: parse_config(&doc),
-            store,
-            net,
-            now: Cell::new(T0),
-            entropy: Cell::new(0x1000),
-            wake_at: Cell::new(None),
-        };
+        let world =
+            Self { config, store, net, now: Cell::new(T0), entropy: Cell::new(0x1000), wake_at: Cell::new(None) };
         world.net.now.set(T0);
         *world.net.store.borrow_mut() = Some(world.store.inner.clone());
         world

@@ -67,7 +67,7 @@ pub fn verify(config: &Config, token: &str, now: Timestamp) -> Result<ApiKey, Er
     let settings = config.browser_tokens.as_ref().ok_or_else(invalid)?;
     let (signed, signature) = token.rsplit_once('.').ok_or_else(invalid)?;
     let signature = B64.decode(signature).map_err(|_| invalid())?;
-    mac(&settings.secret, signed).verify_slice(&signature).map_err(|_| invalid())?;
+    mac(config.secret(&settings.secret)?, signed).verify_slice(&signature).map_err(|_| invalid())?;
     let claims = signed.strip_prefix(TOKEN_PREFIX).ok_or_else(invalid)?;
     let claims: Claims = B64.decode(claims).ok().and_then(|c| serde_json::from_slice(&c).ok()).ok_or_else(invalid)?;
     if now.millis() >= claims.exp {
@@ -126,7 +126,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             }
         }
         let signed = format!("{TOKEN_PREFIX}{}", B64.encode(serde_json::to_vec(&claims).unwrap_or_default()));
-        let signature = B64.encode(mac(&settings.secret, &signed).finalize().into_bytes());
+        let signature = B64.encode(mac(self.config.secret(&settings.secret)?, &signed).finalize().into_bytes());
         let body = json!({
             "token": format!("{signed}.{signature}"),
             "token_id": format!("{}~{}", claims.kid, claims.jti),

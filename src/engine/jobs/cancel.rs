@@ -98,7 +98,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         let upstream = self.config.upstream(&job.subject)?;
         let url = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false)?;
-        let request = upstream_request(upstream, Method::DELETE, url, Bytes::new());
+        let request = upstream_request(self.config.secret(&upstream.api_key)?, Method::DELETE, url, Bytes::new());
         self.call(request).await
     }
 }

@@ -154,7 +154,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let Ok(url) = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false) else {
             return Asked::Stalled(StallReason::NotConfigured);
         };
-        match self.call(upstream_request(upstream, Method::GET, url, Bytes::new())).await {
+        // A key this host cannot read (a lazily read secret not set) leaves the model unusable.
+        let Ok(api_key) = self.config.secret(&upstream.api_key) else {
+            return Asked::Stalled(StallReason::NotConfigured);
+        };
+        match self.call(upstream_request(api_key, Method::GET, url, Bytes::new())).await {
             Ok((status, body)) if status.is_success() => {
                 Asked::Record(serde_json::from_slice(&body).unwrap_or(Value::Null))
             }

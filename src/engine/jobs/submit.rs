@@ -32,10 +32,15 @@ const SUBMIT_RETRY_CAP_MS: u64 = 60_000;
 /// idempotency key. Every retry lands on the same id and, on sharded platforms, the same place (where the
 /// idempotency record then refuses the same key for another route); without the secret no
 /// one can compute another caller's ids.
-pub(crate) fn new_request_id(config: &Config, key: &ApiKey, headers: &HeaderMap, entropy: [u8; 16]) -> String {
+pub(crate) fn new_request_id(
+    config: &Config,
+    key: &ApiKey,
+    headers: &HeaderMap,
+    entropy: [u8; 16],
+) -> Result<String, Error> {
     match idempotency_key(headers) {
         Ok(Some(idem)) => config.derived_id("idempotency", &[key.tenant(), idem]),
-        _ => hex::encode(entropy),
+        _ => Ok(hex::encode(entropy)),
     }
 }
 
@@ -78,7 +83,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let idempotency = idempotency_key(request.headers())?;
         let now = ctx.now;
-        let mut id = new_request_id(self.config, key, request.headers(), ctx.entropy);
+        let mut id = new_request_id(self.config, key, request.headers(), ctx.entropy)?;
 
         let mut idempotency_record = None;
         if let Some(idem) = idempotency {
@@ -152,15 +157,19 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             }
         };
         let remaining = job.queue_deadline().millis_since(now) / 1000;
-        let body = json!({
-            "model_input": input.model_input,
-            "webhook_endpoint": self.config.inbox_url(id),
-            "priority": input.priority,
-            "max_time_in_queue_seconds": remaining.max(10),
-            "inference_retry_config": input.retry,
-        });
-        let answer = match upstream.url(&job.target, job.subject.async_endpoint(), true) {
-            Ok(url) => self.call(json_request(upstream, Method::POST, url, &body)).await,
+        let request = || -> Result<Request<Bytes>, Error> {
+            let body = json!({
+                "model_input": input.model_input,
+                "webhook_endpoint": self.config.inbox_url(id)?,
+                "priority": input.priority,
+                "max_time_in_queue_seconds": remaining.max(10),
+                "inference_retry_config": input.retry,
+            });
+            let url = upstream.url(&job.target, job.subject.async_endpoint(), true)?;
+            Ok(json_request(self.config.secret(&upstream.api_key)?, Method::POST, url, &body))
+        };
+        let answer = match request() {
+            Ok(request) => self.call(request).await,
             Err(e) => Err(e),
         };
         let now = clock();

@@ -52,19 +52,20 @@ pub(crate) enum Errors {
 /// Small JSON answers from the upstream (status records, queue counts, cancel answers).
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
-/// A request to `url` (see [`Upstream::url`]) carrying the upstream's own key.
-pub(crate) fn upstream_request<B>(upstream: &Upstream, method: Method, url: String, body: B) -> Request<B> {
+/// A request to `url` (see [`Upstream::url`]) carrying the upstream's own key (its value,
+/// [`Config::secret`](crate::engine::Config::secret) of the upstream's `api_key`).
+pub(crate) fn upstream_request<B>(api_key: &str, method: Method, url: String, body: B) -> Request<B> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = url.parse().unwrap_or_default();
-    if let Ok(auth) = HeaderValue::from_str(&format!("Api-Key {}", upstream.api_key)) {
+    if let Ok(auth) = HeaderValue::from_str(&format!("Api-Key {api_key}")) {
         request.headers_mut().insert(header::AUTHORIZATION, auth);
     }
     request
 }
 
-pub(crate) fn json_request(upstream: &Upstream, method: Method, url: String, body: &Value) -> Request<Bytes> {
-    let mut request = upstream_request(upstream, method, url, Bytes::from(body.to_string()));
+pub(crate) fn json_request(api_key: &str, method: Method, url: String, body: &Value) -> Request<Bytes> {
+    let mut request = upstream_request(api_key, method, url, Bytes::from(body.to_string()));
     request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     request
 }
@@ -125,7 +126,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         errors: Errors,
     ) -> Result<Outcome<H::Body>, Error> {
         let (parts, body) = request.into_parts();
-        let mut outbound = upstream_request(upstream, method, url, body);
+        let mut outbound = upstream_request(self.config.secret(&upstream.api_key)?, method, url, body);
         for name in PASSED_ON {
             if let Some(value) = parts.headers.get(name) {
                 outbound.headers_mut().insert(HeaderName::from_static(name), value.clone());
@@ -178,7 +179,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, "websocket", true)?;
-        let mut outbound = upstream_request(upstream, Method::GET, url, H::stream_of(Bytes::new()));
+        let mut outbound =
+            upstream_request(self.config.secret(&upstream.api_key)?, Method::GET, url, H::stream_of(Bytes::new()));
         outbound.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Some(protocols) = request.headers().get(header::SEC_WEBSOCKET_PROTOCOL) {
             outbound.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
@@ -199,7 +201,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn queue_status(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, "async_queue_status", true)?;
-        let request = upstream_request(upstream, Method::GET, url, Bytes::new());
+        let request = upstream_request(self.config.secret(&upstream.api_key)?, Method::GET, url, Bytes::new());
         let (status, body) = self.call(request).await?;
         if !status.is_success() {
             return Ok(passthrough(status, body));
@@ -218,7 +220,12 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// `POST .../wake`: 202 with an empty body once the upstream accepted it.
     pub(crate) async fn wake(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;
-        let request = upstream_request(upstream, Method::POST, upstream.url(target, "wake", true)?, Bytes::new());
+        let request = upstream_request(
+            self.config.secret(&upstream.api_key)?,
+            Method::POST,
+            upstream.url(target, "wake", true)?,
+            Bytes::new(),
+        );
         let (status, body) = self.call(request).await?;
         if !status.is_success() {
             return Ok(passthrough(status, body));

@@ -77,7 +77,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let Some(webhook) = job.webhook.as_ref().filter(|_| won) else { return Ok(job) };
         let output = self.output_of(&job).await?;
         let now = clock();
-        let secret = self.config.outbound_secret_for(&job.key_id);
+        let secret = self.config.outbound_secret_for(&job.key_id).map(|s| self.config.secret(s)).transpose()?;
         let request = delivery_request(&job, output, &webhook.endpoint, secret, now);
         let (attempt, delivered) = match self.http.send(request).await {
             Ok(response) => {

@@ -60,7 +60,7 @@ pub(crate) fn check_inbox_url(config: &Config, id: &str, token: Option<&str>) ->
         // For no job this gateway could have made: the upstream must not retry.
         return Err(Error::RequestNotFound { request_id: id.to_owned() });
     }
-    let expected = config.inbox_token(id);
+    let expected = config.inbox_token(id)?;
     if !token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes()))) {
         return Err(Error::BadSignature { message: "this is not the inbox URL given for this job".to_owned() });
     }
@@ -69,14 +69,15 @@ pub(crate) fn check_inbox_url(config: &Config, id: &str, token: Option<&str>) ->
 
 /// `X-BASETEN-SIGNATURE` against the inbound secrets; no store is involved.
 pub(crate) fn verify_signature(config: &Config, request: &Request<Bytes>) -> Result<(), Error> {
-    let secrets = &config.webhooks.inbound_secrets;
+    let secrets = config.webhooks.inbound_secrets.iter().map(|s| config.secret(s).map(str::to_owned));
+    let secrets = secrets.collect::<Result<Vec<_>, _>>()?;
     let bad = |message: &str| Error::BadSignature { message: message.to_owned() };
     if secrets.is_empty() {
         return Err(bad("the webhook inbox is disabled: no inbound secret is configured"));
     }
     let signature = header_str(request.headers(), "x-baseten-signature")
         .ok_or_else(|| bad("missing X-BASETEN-SIGNATURE header"))?;
-    if !baseten_verify(secrets, signature, request.body()) {
+    if !baseten_verify(&secrets, signature, request.body()) {
         return Err(bad("X-BASETEN-SIGNATURE does not match the body"));
     }
     Ok(())

@@ -67,7 +67,7 @@ mod tests {
             "models": {"m": {"upstream": "https://u.example", "api_key_secret_name": "UP_KEY"}}}"#;
         let ids = ("IDS", "request-id-secret-0123456789abcdef0123");
         let config = load_config(&env(&[(CONFIG_VAR, doc), ("UP_KEY", "s3cret"), ids])).unwrap();
-        assert_eq!(config.models["m"].api_key, "s3cret");
+        assert_eq!(config.secret(&config.models["m"].api_key).unwrap(), "s3cret");
 
         let missing_secret = load_config(&env(&[(CONFIG_VAR, doc), ids])).unwrap_err();
         assert!(matches!(&missing_secret, Error::Config { field, .. } if field == "models.m.api_key_secret_name"));
