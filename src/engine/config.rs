@@ -1,4 +1,5 @@
-//! The configuration document (DESIGN §5), parsed and validated once per request by the adapter.
+//! The configuration document (DESIGN §5), parsed and validated by the adapter (once per
+//! isolate on Workers, once per request on Spin).
 //!
 //! It is one JSON document (a Spin variable or a Worker var). Secrets are not in it: it names
 //! them, and the adapter's secret lookup resolves the names: all of them while parsing
