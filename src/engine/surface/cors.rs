@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
+use crate::engine::config::ApiKey;
 use crate::engine::{access, Engine, Error, HttpClient, Outcome, Store, Timestamp};
 use crate::engine::{full, header_str};
 
@@ -11,23 +12,26 @@ use crate::engine::{full, header_str};
 const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after";
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
-    /// Whether `origin` may read the answer: a configured key allows it, or the request's
-    /// browser token does. A preflight carries no credentials, so with browser tokens enabled
-    /// it is answered for any origin; the real request is then checked against its token.
+    /// Whether `origin` may read the answer to a request refused before its admission: as
+    /// [`Engine::origin_allowed`], with the browser token the request carries, if valid.
     pub(crate) fn cors_allowed<B>(&self, request: &Request<B>, origin: &str, now: Timestamp) -> bool {
-        if self.config.keys.iter().any(|k| k.origins.allows(origin)) {
-            return true;
-        }
-        if request.method() == http::Method::OPTIONS {
-            return self.config.browser_tokens.is_some();
-        }
+        let preflight = request.method() == http::Method::OPTIONS;
         let bearer = header_str(request.headers(), header::AUTHORIZATION.as_str())
             .and_then(|v| v.split_once(' '))
             .map(|(_, token)| token.trim())
             .filter(|token| token.starts_with(access::tokens::TOKEN_PREFIX));
-        bearer.is_some_and(|token| {
-            access::tokens::verify(self.config, token, now).is_ok_and(|k| k.origins.allows(origin))
-        })
+        let token = bearer.and_then(|token| access::tokens::verify(self.config, token, now).ok());
+        self.origin_allowed(origin, preflight, token.as_ref())
+    }
+
+    /// Whether `origin` may read the answer: a configured key allows it, or the caller does
+    /// (a browser token's origins). A preflight carries no credentials, so with browser
+    /// tokens enabled it is answered for any origin; the real request is then checked
+    /// against its token.
+    pub(crate) fn origin_allowed(&self, origin: &str, preflight: bool, caller: Option<&ApiKey>) -> bool {
+        self.config.keys.iter().any(|k| k.origins.allows(origin))
+            || (preflight && self.config.browser_tokens.is_some())
+            || caller.is_some_and(|k| k.origins.allows(origin))
     }
 }
 

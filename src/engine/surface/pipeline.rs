@@ -63,13 +63,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             return Admission::Refuse(Error::PayloadTooLarge { limit });
         }
         let origin = header_str(headers, header::ORIGIN.as_str()).map(str::to_owned);
-        // Whether the origin may read the answer, from the caller already found: a configured
-        // key lists it, or the caller (a browser token's scope, say) does.
-        let cors = origin.as_deref().is_some_and(|o| {
-            self.config.keys.iter().any(|k| k.origins.allows(o))
-                || (route == Route::Preflight && self.config.browser_tokens.is_some())
-                || caller.as_ref().is_some_and(|k| k.origins.allows(o))
-        });
+        // Whether the origin may read the answer, from the caller already found.
+        let cors =
+            origin.as_deref().is_some_and(|o| self.origin_allowed(o, route == Route::Preflight, caller.as_ref()));
         let admitted = Admitted { route, caller, origin, cors, body_limit: limit, body_checked: false };
         if streamed {
             Admission::Stream(admitted)
