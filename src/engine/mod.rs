@@ -83,7 +83,8 @@ pub enum Placement {
     /// Needs no job state: run it anywhere, with [`NoStore`].
     Stateless,
     /// Touches exactly the job with this request id (a submit creates it under this id; a
-    /// token minted bound to it is checked against it), in the place that holds that id.
+    /// token minted bound to it is checked against it), in the place that holds that id. (A
+    /// store check runs where a random id would be held, on keys of its own.)
     Job(String),
     /// Needs the store of the place it runs in, but no particular job: `POST /_sweep`. (On
     /// Workers each place sweeps itself at its alarm, so there it is answered stateless.)

@@ -8,8 +8,8 @@ use http::{header, HeaderMap, Request, Response, StatusCode};
 use crate::engine::surface::cors::{add_cors, preflight, with_cors};
 use crate::engine::surface::route::long_poll_wait;
 use crate::engine::{
-    access, base, config, jobs, webhooks, Admission, Admitted, Ctx, Engine, Error, HttpClient, Outcome, Placement,
-    Route, Store, Timestamp, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
+    access, base, config, jobs, ports, webhooks, Admission, Admitted, Ctx, Engine, Error, HttpClient, Outcome,
+    Placement, Route, Store, Timestamp, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
 };
 use crate::engine::{full, header_str};
 
@@ -56,7 +56,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             | Route::QueueStatus { .. }
             | Route::Wake { .. }
             | Route::MintToken
-            | Route::Sweep => (NO_BODY_LIMIT, false),
+            | Route::Sweep
+            | Route::StoreCheck => (NO_BODY_LIMIT, false),
             Route::Preflight => (0, false),
         };
         if length.is_some_and(|n| n > limit) {
@@ -123,6 +124,9 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 access::tokens::bound_request_id(request.body()).map_or(Placement::Stateless, Placement::Job)
             }
             (Route::Sweep, _) => Placement::Store,
+            // On scratch keys of its own, in a place the randomness picks (on Workers, one of
+            // the jobs' objects): a store as the jobs there have it.
+            (Route::StoreCheck, _) => Placement::Job(hex::encode(entropy)),
             _ => Placement::Stateless,
         }
     }
@@ -243,6 +247,20 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                     "next_sweep_at": report.wake_at.map(Timestamp::rfc3339),
                 });
                 done(base::json_response(StatusCode::OK, &body))
+            }
+            Route::StoreCheck => {
+                let scratch = format!("check/{}/", hex::encode(ctx.entropy));
+                let (status, body) = match ports::store_contract::check(self.store, &scratch).await {
+                    Ok(()) => (StatusCode::OK, serde_json::json!({"kept": true})),
+                    Err(promise) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({
+                            "kept": false, "code": "STORE_CONTRACT_BROKEN", "error_code": "internal_baseten_error",
+                            "message": format!("the store does not keep its contract: {promise}"),
+                        }),
+                    ),
+                };
+                done(base::json_response(status, &body))
             }
             Route::Preflight | Route::WebhookInbox { .. } => Err(Error::NotFound { what: "route".to_owned() }),
         }

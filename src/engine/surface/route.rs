@@ -68,6 +68,9 @@ pub enum Route {
     },
     /// `POST /_sweep`: run everything due (submissions, expiry, deliveries, retention) now.
     Sweep,
+    /// `POST /_store_check`: put the store this request reaches through the engine's store
+    /// contract, on scratch keys, and say whether it keeps it (an operator's diagnostic).
+    StoreCheck,
     /// `POST /browser_tokens`: a server key mints a browser token.
     MintToken,
     /// `OPTIONS` on any path.
@@ -85,7 +88,8 @@ impl Route {
             Self::Wake { .. } => Some(Operation::Wake),
             Self::Status { .. } => Some(Operation::Status),
             Self::Cancel { .. } => Some(Operation::Cancel),
-            Self::Sweep => Some(Operation::Sweep),
+            // The operator's routes share the operator's operation.
+            Self::Sweep | Self::StoreCheck => Some(Operation::Sweep),
             Self::MintToken => Some(Operation::MintToken),
             Self::WebhookInbox { .. } | Self::Preflight => None,
         }
@@ -101,7 +105,12 @@ impl Route {
             | Self::Sync { subject, .. }
             | Self::WebSocket { subject, .. } => Some(subject),
             Self::Status { subject, .. } | Self::Cancel { subject, .. } => subject.as_ref(),
-            Self::OpenAi { .. } | Self::WebhookInbox { .. } | Self::Sweep | Self::MintToken | Self::Preflight => None,
+            Self::OpenAi { .. }
+            | Self::WebhookInbox { .. }
+            | Self::Sweep
+            | Self::StoreCheck
+            | Self::MintToken
+            | Self::Preflight => None,
         }
     }
 
@@ -144,6 +153,10 @@ impl Route {
                 ["_sweep"] => {
                     require(method, &Method::POST, "POST, OPTIONS")?;
                     return Ok(Self::Sweep);
+                }
+                ["_store_check"] => {
+                    require(method, &Method::POST, "POST, OPTIONS")?;
+                    return Ok(Self::StoreCheck);
                 }
                 ["v1", "models"] => {
                     require(method, &Method::GET, "GET, OPTIONS")?;
@@ -441,6 +454,7 @@ mod tests {
         assert!(matches!(parse("GET", None, "/webhooks/baseten/abc"), Err(Error::MethodNotAllowed { .. })));
         assert_eq!(parse("OPTIONS", None, "/anything").unwrap(), Route::Preflight);
         assert_eq!(parse("POST", None, "/_sweep").unwrap(), Route::Sweep);
+        assert_eq!(parse("POST", None, "/_store_check").unwrap(), Route::StoreCheck);
         assert!(matches!(parse("GET", None, "/_sweep"), Err(Error::MethodNotAllowed { .. })));
     }
 }

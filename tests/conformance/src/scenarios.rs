@@ -67,6 +67,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         a_token_bound_to_another_keys_job_sees_and_cancels_nothing,
         a_sync_token_cannot_walk_out_of_sync_with_dot_segments,
         long_poll_answers_when_the_job_ends,
+        the_store_keeps_the_engines_contract,
         durability_across_a_hard_kill,
     ]
 }
@@ -1151,6 +1152,25 @@ async fn long_poll_answers_when_the_job_ends(w: Arc<World>) {
     assert_eq!(s["output"], json!({"sleep_ms": 1500, "held": true}));
     let bad = w.api.send("GET", &format!("/async_request/{id}?wait=31"), Some(keys::FULL), &[], Body::None).await;
     bad.expect_error(400, "INVALID_ARGUMENT");
+}
+
+/// The store the runtime gives the gateway (the Worker's Durable Object SQLite, Spin's
+/// key-value store) passes the engine's store contract, as the in-memory store does on the
+/// host: several times, so checks land in several places, and at once, so they interleave.
+async fn the_store_keeps_the_engines_contract(w: Arc<World>) {
+    store_keeps_its_contract(&w.api).await;
+}
+
+/// `POST /_store_check` answers that the store keeps its contract; only for the operator.
+pub async fn store_keeps_its_contract(api: &crate::client::Api) {
+    let check = || api.post("/_store_check", Value::Null);
+    let (a, b, c, d) = tokio::join!(check(), check(), check(), check());
+    for a in [a, b, c, d] {
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.json(), json!({"kept": true}));
+    }
+    let narrow = api.send("POST", "/_store_check", Some(keys::NARROW), &[], Body::None).await;
+    assert_eq!(narrow.status, 403, "{}", narrow.text());
 }
 
 async fn durability_across_a_hard_kill(w: Arc<World>) {

@@ -9,7 +9,8 @@
 //! - a job submitted on one host is read, canceled and completed through the other (the
 //!   upstream delivers results to the other host's inbox);
 //! - sweeps running on both hosts deliver each webhook once;
-//! - (Redis) a version claimed by a host that died before writing it is claimed anew.
+//! - (Redis) a version claimed by a host that died before writing it is claimed anew;
+//! - the shared store keeps the engine's store contract (`POST /_store_check` on both hosts).
 //!
 //! Needs `make components`, `spin` and `redis-server` on PATH (`make setup`).
 
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use conformance::client::{eventually, Api, Body};
 use conformance::receiver::Receiver;
+use conformance::scenarios::store_keeps_its_contract;
 use conformance::spin::{variables, SpinHost, Sweeper};
 use conformance::worker::repo_root;
 use conformance::{config_document, free_port, keys, kill_group, secrets, GatewaySpec};
@@ -257,6 +259,9 @@ impl Cluster {
 
     async fn run_all(self) {
         let began = Instant::now();
+        // The shared store keeps the engine's store contract, checked from both hosts at once.
+        let (a, b) = (&self.apis[0], &self.apis[1]);
+        tokio::join!(store_keeps_its_contract(a), store_keeps_its_contract(b));
         self.same_key_submits_across_hosts().await;
         self.a_job_moves_between_hosts().await;
         self.sweeps_on_both_hosts_deliver_once().await;
