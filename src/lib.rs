@@ -24,14 +24,16 @@
 //! - [`engine`]: all product logic, sans-IO, in layers that import only down
 //!   (`tests/layers.rs` checks it): [`engine::base`] (errors, time, the API's nouns, ids,
 //!   hashing; imports nothing else), [`engine::ports`] (the store and HTTP client adapters
-//!   implement), [`engine::config`], [`engine::access`] (keys, browser tokens),
+//!   implement, and the claim protocol that makes a store of Spin's key-value store),
+//!   [`engine::config`], [`engine::access`] (keys, browser tokens),
 //!   [`engine::surface`] (the route, the request pipeline, CORS, the long-poll),
+//!   `engine::sync` (predict and `sync/{path}` relayed, the OpenAI-compatible front door),
 //!   [`engine::webhooks`] (signatures, allowed endpoints, the inbox, deliveries) and
-//!   [`engine::jobs`] (the record and its state machines, submit, cancel, reconcile, sweep).
-//! - `platform`: thin adapters, each compiled only for its target: `worker` (Cloudflare
+//!   [`engine::jobs`] (the record and its state machines, the status view, submit, cancel, reconcile, sweep).
+//! - `platform`: thin adapters, each compiled only for its target: `cloudflare` (Cloudflare
 //!   Workers, jobs in a fixed set of Durable Objects), `spin` (wasi:http component, feature `spin`),
 //!   `component` (the `inference` WIT export, feature `component`), and `wasi`, what the last
-//!   two share (wasi:keyvalue store, wasi:http client, Spin variables).
+//!   two share (wasi:keyvalue under the claim protocol, wasi:http client, Spin variables).
 
 #![deny(unsafe_code)]
 

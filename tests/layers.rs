@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ports/store", 1),
     ("ports/http_client", 1),
     ("ports/store_contract", 1),
+    ("ports/claimed_kv", 1),
     // Vocabulary and policy: the configuration (which checks secrets' formats), who may do
     // what, what a request is, the record, the webhook formats.
     ("config", 2),

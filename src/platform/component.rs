@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::wasi::{after_response, entropy, load_config, now, KvStore, WasiHttp};
+use super::wasi::{after_response, entropy, load_config, now, open_store, WasiHttp};
 use crate::engine::jobs::record::Status;
 use crate::engine::jobs::view::StatusRecord;
 use crate::engine::{self, Body, Ctx, Engine, MAX_REQUEST_BODY};
@@ -71,7 +71,7 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
     spin_sdk::http::run(async move {
         let internal = |e: engine::Error| error(e.code(), e.message(), e.status().as_u16());
         let config = load_config().map_err(internal)?;
-        let store = KvStore::open().map_err(|e| internal(engine::Error::Store(e)))?;
+        let store = open_store().map_err(|e| internal(engine::Error::Store(e)))?;
         let key = spin_sdk::variables::get(KEY_VARIABLE)
             .map_err(|e| error("GATEWAY_MISCONFIGURED", format!("variable {KEY_VARIABLE}: {e}"), 500))?;
         let mut request = Request::new(body);

@@ -13,8 +13,10 @@ use http::{Request, Response};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
-use super::wasi::{after_response, entropy, load_config, now, respond_bytes, KvStore, WasiBody, WasiHttp, WasiStream};
-use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement, Timer, Timestamp};
+use super::wasi::{
+    after_response, entropy, load_config, now, open_store, respond_bytes, WasiBody, WasiHttp, WasiStream, WasiTimer,
+};
+use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -55,20 +57,6 @@ async fn read_body(incoming: IncomingRequest, limit: usize) -> Result<Bytes, Err
 fn send_response(out: ResponseOutparam, response: Response<Bytes>) {
     let (parts, body) = response.into_parts();
     respond_bytes(out.into_inner(), &parts, &body);
-}
-
-/// The wall clock and a blocking sleep (one instance serves one request), for held long-polls.
-#[derive(Debug)]
-struct SpinTimer;
-
-impl Timer for SpinTimer {
-    fn now(&self) -> Timestamp {
-        now()
-    }
-
-    async fn sleep_until(&self, at: Timestamp) {
-        std::thread::sleep(std::time::Duration::from_millis(at.millis_since(now())));
-    }
 }
 
 /// Answers the caller: a body in hand at once, an upstream's as it arrives.
@@ -120,12 +108,12 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         let outcome = gate.handle(&admitted, request, Ctx::new(now(), entropy)).await;
         return respond(out, outcome.response);
     }
-    let store = match KvStore::open() {
+    let store = match open_store() {
         Ok(s) => s,
         Err(e) => return send_response(out, admitted.refusal(&Error::Store(e))),
     };
     let engine = Engine::new(&config, &store, &WasiHttp);
-    let outcome = engine.handle_held(&admitted, request, entropy, &SpinTimer).await;
+    let outcome = engine.handle_held(&admitted, request, entropy, &WasiTimer).await;
     respond(out, outcome.response);
     after_response(&engine, outcome.wake_at).await;
 }

@@ -134,7 +134,7 @@ impl Gate {
     }
 
     /// Waits here if this is an armed point that nothing has parked at yet.
-    async fn pass(&self, here: &At) {
+    pub async fn pass(&self, here: &At) {
         let found = self.points.borrow().iter().position(|(at, state)| {
             *state == GateState::Armed
                 && match (at, here) {

@@ -2,7 +2,8 @@
 //! library component): clock, randomness, configuration from Spin variables, outbound HTTP
 //! through `wasi:http`, and job records in `wasi:keyvalue`.
 //!
-//! - `kv`: job records in the `default` bucket of `wasi:keyvalue` ([`KvStore`]);
+//! - `kv`: job records in the `default` bucket of `wasi:keyvalue` ([`KvStore`], the engine's
+//!   claim protocol on Spin's store);
 //! - `http`: outbound requests with deadlines, size caps and a known `Content-Length`
 //!   ([`WasiHttp`]).
 
@@ -12,9 +13,9 @@ mod kv;
 pub(super) use self::http::WasiHttp;
 #[cfg(feature = "spin")]
 pub(super) use self::http::{respond_bytes, WasiBody, WasiStream};
-pub(super) use self::kv::KvStore;
+pub(super) use self::kv::{open as open_store, KvStore};
 
-use crate::engine::{Config, Engine, Error, HttpClient, SweepReport, Timestamp};
+use crate::engine::{Config, Engine, Error, HttpClient, SweepReport, Timer, Timestamp};
 
 /// The Spin variable holding the configuration document. Secrets it names are Spin
 /// variables too (lowercased, as Spin requires).
@@ -23,6 +24,21 @@ pub(super) const CONFIG_VARIABLE: &str = "edge_predict_config";
 pub(super) fn now() -> Timestamp {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     Timestamp::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// The wall clock and a blocking sleep: an instance serves one request, so blocking it holds
+/// up no one else. For held long-polls and the store's claim protocol.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WasiTimer;
+
+impl Timer for WasiTimer {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+
+    async fn sleep_until(&self, at: Timestamp) {
+        std::thread::sleep(std::time::Duration::from_millis(at.millis_since(now())));
+    }
 }
 
 pub(super) fn entropy() -> [u8; 16] {
