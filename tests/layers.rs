@@ -27,7 +27,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("ports/claimed_kv", 1),
     // Vocabulary and policy: the configuration (which checks secrets' formats), who may do
     // what, what a request is, the record, the webhook formats.
-    ("config", 2),
+    ("config/secrets", 2),
+    ("config/key", 2),
+    ("config/upstream", 2),
+    ("config/gateway", 2),
+    ("config/document", 2),
+    ("config/parse", 2),
+    ("config/cache", 2),
     ("access/keys", 2),
     ("access/tokens", 2),
     ("surface/route", 2),
@@ -69,11 +75,33 @@ fn code(path: &Path) -> String {
     above_tests.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
 }
 
+/// The names a folder's `mod.rs` re-exports (`pub use self::file::{A, B}`), each with the
+/// module that defines it: `folder/Name` → `folder/file`.
+fn reexports() -> BTreeMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+    let mut names = BTreeMap::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let folder = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(folder.join("mod.rs")) else { continue };
+        let folder = folder.file_name().unwrap().to_string_lossy().into_owned();
+        for line in text.lines().filter(|l| l.contains("use ")) {
+            let Some(rest) = line.split("use ").nth(1) else { continue };
+            let rest = rest.trim_start_matches("self::");
+            let Some((file, items)) = rest.split_once("::") else { continue };
+            let items = items.trim_end_matches(';').trim_matches(|c| c == '{' || c == '}');
+            for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                names.insert(format!("{folder}/{item}"), format!("{folder}/{file}"));
+            }
+        }
+    }
+    names
+}
+
 /// What `path` (the segments after `crate::engine::`, or after `super::` from within
-/// `folder`) names: an engine module of [`LAYERS`], or `None` (the engine's own API in
-/// `mod.rs`, or a folder's declarations).
-fn resolve(folder: Option<&str>, first: &str, second: &str) -> Option<String> {
-    let known = |m: &str| layer(m).map(|_| m.to_owned());
+/// `folder`) names: an engine module of [`LAYERS`] (a name a folder re-exports counts as the
+/// module that defines it), or `None` (the engine's own API in `mod.rs`).
+fn resolve(reexports: &BTreeMap<String, String>, folder: Option<&str>, first: &str, second: &str) -> Option<String> {
+    let known = |m: &str| layer(m).map(|_| m.to_owned()).or_else(|| reexports.get(m).cloned());
     match folder {
         Some(folder) => known(&format!("{folder}/{first}")),
         None => known(first).or_else(|| known(&format!("{first}/{second}"))),
@@ -136,6 +164,7 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
             files.push((name, None, path));
         }
     }
+    let reexports = reexports();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, folder, path) in files {
         assert!(layer(&module).is_some(), "{module}: every engine module has a layer in LAYERS");
@@ -148,7 +177,7 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
             }
             for (at, _) in code.match_indices(prefix) {
                 for (first, second) in heads(&code[at + prefix.len()..]) {
-                    if let Some(to) = resolve(within, &first, &second).filter(|to| *to != module) {
+                    if let Some(to) = resolve(&reexports, within, &first, &second).filter(|to| *to != module) {
                         targets.insert(to);
                     }
                 }

@@ -71,6 +71,11 @@ impl Error {
         Self::InvalidField { field: field.into(), message: message.into() }
     }
 
+    /// The configuration is wrong at `field` (a path in the document).
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config { field: field.into(), message: message.into() }
+    }
+
     pub fn source(&self) -> Source {
         match self {
             Self::NotFound { .. }
