@@ -172,6 +172,7 @@ fn a_restart_on_the_same_store_keeps_every_accepted_job() {
     let restarted = World {
         config: parse_config(&config_doc()),
         store: w.store.clone(),
+        counts: w.counts.clone(),
         net: Default::default(),
         now: w.now.clone(),
         entropy: std::cell::Cell::new(99),

@@ -24,10 +24,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("ports/store", 1),
     ("ports/http_client", 1),
     ("ports/store_contract", 1),
+    ("ports/kv", 1),
     ("ports/claimed_kv", 1),
+    ("ports/counters", 1),
     // Vocabulary and policy: the configuration (which checks secrets' formats), who may do
     // what, what a request is, the record, the webhook formats.
     ("config/secrets", 2),
+    ("config/limits", 2),
     ("config/key", 2),
     ("config/upstream", 2),
     ("config/gateway", 2),
@@ -36,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config/cache", 2),
     ("access/keys", 2),
     ("access/tokens", 2),
+    ("access/limits", 2),
     ("surface/route", 2),
     ("webhooks/signature", 2),
     ("webhooks/endpoint", 2),

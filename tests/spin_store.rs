@@ -24,9 +24,8 @@ use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use edge_predict::engine::ports::claimed_kv::{
-    AtomicKv, ClaimedStore, KvError, BUSY_WAIT_MS, CLAIM_WAIT_MS, STALE_CLAIM_MS,
-};
+use edge_predict::engine::ports::claimed_kv::{ClaimedStore, CLAIM_WAIT_MS, STALE_CLAIM_MS};
+use edge_predict::engine::ports::kv::{AtomicKv, Counts, KvError, BUSY_WAIT_MS};
 use edge_predict::engine::ports::store_contract;
 use edge_predict::engine::{Store, Timer, Timestamp};
 use support::{At, Gate, T0};
@@ -103,6 +102,23 @@ impl SpinKv {
     }
 }
 
+impl Counts for SpinKv {
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.enter(Some(key)).await?;
+        let mut data = self.data.borrow_mut();
+        let stored = data.get(key).map_or(Ok(0), |v| String::from_utf8_lossy(v).parse::<i64>());
+        let sum = stored.map_err(|e| KvError::Other(format!("{key} holds no number: {e}")))? + delta;
+        data.insert(key.to_owned(), sum.to_string().into_bytes());
+        Ok(sum)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.enter(Some(key)).await?;
+        self.data.borrow_mut().remove(key);
+        Ok(())
+    }
+}
+
 impl AtomicKv for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.enter(None).await?;
@@ -112,12 +128,6 @@ impl AtomicKv for SpinKv {
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         self.enter(Some(key)).await?;
         self.data.borrow_mut().insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.enter(Some(key)).await?;
-        self.data.borrow_mut().remove(key);
         Ok(())
     }
 
@@ -135,15 +145,6 @@ impl AtomicKv for SpinKv {
         let more = page.last().is_some_and(|last| data.keys().any(|k| k > last));
         let next = if more { page.last().cloned() } else { None };
         Ok((page, next))
-    }
-
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
-        self.enter(Some(key)).await?;
-        let mut data = self.data.borrow_mut();
-        let stored = data.get(key).map_or(Ok(0), |v| String::from_utf8_lossy(v).parse::<i64>());
-        let sum = stored.map_err(|e| KvError::Other(format!("{key} holds no number: {e}")))? + delta;
-        data.insert(key.to_owned(), sum.to_string().into_bytes());
-        Ok(sum)
     }
 }
 

@@ -21,6 +21,11 @@
 //!    [`Admission::Stream`]: a sync route, whose body goes to [`Engine::handle_stream`] as it
 //!    arrives (no store). [`Admission::Read`]: read at most [`Admitted::body_limit`] bytes
 //!    (past it, [`Admitted::refusal`] with [`Error::PayloadTooLarge`]).
+//!    Before reading it: [`Admitted::spend`], the counters of the caller's limits this request
+//!    takes. Unless it is empty, take them where the caller's counters are (on Spin the shared
+//!    store, on Workers the key's limits object; [`ports::counters::take`]) and answer a full
+//!    one ([`Spend::verdict`], a 429) with [`Admitted::refusal`], having read no body and
+//!    touched no job.
 //! 2. [`Engine::check_body`] on the read request: a forged inbox delivery is refused before
 //!    any job state is touched.
 //! 3. [`Engine::placement`]: [`Placement::Stateless`] runs with [`NoStore`] anywhere;
@@ -60,6 +65,7 @@ mod sync;
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 
+pub use access::limits::Spend;
 pub use base::{Error, IllegalTransition, Operation, StoreError, Subject, Target, Timestamp, TransportError};
 pub use config::Config;
 pub use jobs::sweep::sweep_lease_key;
@@ -132,6 +138,14 @@ impl Admitted {
     /// What the request addresses.
     pub fn route(&self) -> &Route {
         &self.route
+    }
+
+    /// What this request spends of its caller's limits, at `now` (its arrival).
+    pub fn spend(&self, now: Timestamp) -> Spend {
+        match &self.caller {
+            Some(caller) => access::limits::spend(caller, &self.route, now),
+            None => Spend::default(),
+        }
     }
 
     /// The answer to an admitted request refused later (its body too large, a forged inbox

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use super::wasi::{after_response, entropy, load_config, now, open_store, WasiHttp};
+use super::wasi::{after_response, entropy, load_config, now, open_store, WasiHttp, WasiTimer};
 use crate::engine::jobs::record::Status;
 use crate::engine::jobs::view::StatusRecord;
 use crate::engine::{self, Body, Ctx, Engine, MAX_REQUEST_BODY};
@@ -87,7 +87,8 @@ fn call_with(method: Method, path: &str, body: Bytes, extra: &[(&str, Option<&st
             h.insert(name, value(v)?);
         }
         let engine = Engine::new(&config, &store, &WasiHttp);
-        let outcome = engine.serve(request, Ctx::new(now(), entropy())).await;
+        // The component's key's limits, counted in the same shared store as Spin's own.
+        let outcome = engine.serve(request, Ctx::new(now(), entropy()), store.kv(), &WasiTimer).await;
         let (parts, body) = outcome.response.into_parts();
         let body = match body {
             Body::Full(b) => b,

@@ -14,7 +14,8 @@ use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 
 use super::wasi::{
-    after_response, entropy, load_config, now, open_store, respond_bytes, WasiBody, WasiHttp, WasiStream, WasiTimer,
+    after_response, entropy, load_config, now, open_bucket, open_store, respond_bytes, WasiBody, WasiHttp, WasiStream,
+    WasiTimer,
 };
 use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement};
 
@@ -81,19 +82,31 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     // Credentials and announced size first: a refused request reads no body, opens no store.
     let gate = Engine::new(&config, &NoStore, &WasiHttp);
     let mut request = request_head(&incoming);
-    let mut admitted = match gate.admit(&request, now()) {
+    let (mut admitted, streamed) = match gate.admit(&request, now()) {
         Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())),
-        Admission::Stream(admitted) => {
-            // A sync route: the body streams to the upstream, the answer back, neither gathered.
-            let Some(body) = WasiStream::of_caller(&incoming, admitted.body_limit()) else {
-                let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
-                return send_response(out, admitted.refusal(&e));
-            };
-            let outcome = gate.handle_stream(&admitted, request.map(|_| body)).await;
-            return respond(out, outcome.response);
-        }
-        Admission::Read(admitted) => admitted,
+        Admission::Stream(admitted) => (admitted, true),
+        Admission::Read(admitted) => (admitted, false),
     };
+    // The caller's limits, counted in the shared store before the body is read.
+    let spend = admitted.spend(now());
+    if !spend.is_empty() {
+        let taken = match open_bucket() {
+            Ok(bucket) => spend.take(&bucket, &WasiTimer).await,
+            Err(e) => Err(Error::Store(e)),
+        };
+        if let Err(e) = taken {
+            return send_response(out, admitted.refusal(&e));
+        }
+    }
+    if streamed {
+        // A sync route: the body streams to the upstream, the answer back, neither gathered.
+        let Some(body) = WasiStream::of_caller(&incoming, admitted.body_limit()) else {
+            let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
+            return send_response(out, admitted.refusal(&e));
+        };
+        let outcome = gate.handle_stream(&admitted, request.map(|_| body)).await;
+        return respond(out, outcome.response);
+    }
     match read_body(incoming, admitted.body_limit()).await {
         Ok(body) => *request.body_mut() = body,
         Err(e) => return send_response(out, admitted.refusal(&e)),

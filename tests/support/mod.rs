@@ -16,6 +16,7 @@ use std::task::{Context, Poll, Waker};
 pub mod baseten_schema;
 
 use bytes::Bytes;
+use edge_predict::engine::ports::kv::{Counts, KvError};
 use edge_predict::engine::{
     Admission, Body, Config, Ctx, Engine, HttpClient, MemoryStore, Outcome, Store, StoreError, Timer, Timestamp,
     TransportError, Version,
@@ -189,6 +190,30 @@ impl Store for GatedStore {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.list(prefix).await
+    }
+}
+
+/// The counters of callers' limits, in memory, behind the same [`Gate`] as the store: an
+/// increment or delete of a counter is an `At::Write` of its key.
+#[derive(Debug, Clone, Default)]
+pub struct GatedCounts {
+    pub counts: Rc<RefCell<BTreeMap<String, i64>>>,
+    pub gate: Rc<Gate>,
+}
+
+impl Counts for GatedCounts {
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.gate.pass(&At::Write(key.to_owned())).await;
+        let mut counts = self.counts.borrow_mut();
+        let count = counts.entry(key.to_owned()).or_default();
+        *count += delta;
+        Ok(*count)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.gate.pass(&At::Write(key.to_owned())).await;
+        self.counts.borrow_mut().remove(key);
+        Ok(())
     }
 }
 
@@ -443,6 +468,8 @@ impl edge_predict::engine::Timer for WorldClock<'_> {
 pub struct World {
     pub config: Config,
     pub store: GatedStore,
+    /// Where the counters of callers' limits are (sharing the store's gate).
+    pub counts: GatedCounts,
     pub net: Net,
     pub now: Cell<u64>,
     pub entropy: Cell<u128>,
@@ -473,8 +500,16 @@ impl World {
     fn with_parsed(config: Config) -> Self {
         let store = GatedStore::default();
         let net = Net { gate: Rc::clone(&store.gate), ..Net::default() };
-        let world =
-            Self { config, store, net, now: Cell::new(T0), entropy: Cell::new(0x1000), wake_at: Cell::new(None) };
+        let counts = GatedCounts { gate: Rc::clone(&store.gate), ..GatedCounts::default() };
+        let world = Self {
+            config,
+            store,
+            counts,
+            net,
+            now: Cell::new(T0),
+            entropy: Cell::new(0x1000),
+            wake_at: Cell::new(None),
+        };
         world.net.now.set(T0);
         *world.net.store.borrow_mut() = Some(world.store.inner.clone());
         world
@@ -511,7 +546,7 @@ impl World {
         self.entropy.set(e);
         let ctx = Ctx::new(self.now(), e.to_be_bytes());
         async move {
-            let outcome = self.engine().serve(request, ctx).await;
+            let outcome = self.engine().serve(request, ctx, &self.counts, &WorldClock(self)).await;
             if let Some(at) = outcome.wake_at {
                 self.wake_at.set(Some(self.wake_at.get().map_or(at, |w| w.min(at))));
             }

@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::engine::base::crypto::{self, sha256};
 use crate::engine::base::{is_request_id, json_response, Error, Operation, Subject, Timestamp};
-use crate::engine::config::{is_safe_name, ApiKey, BrowserTokens, Config, Scope, TokenBinding};
+use crate::engine::config::{is_safe_name, ApiKey, BrowserTokens, Config, Limits, Scope, TokenBinding};
 use crate::engine::{Engine, HttpClient, Store};
 
 pub const TOKEN_PREFIX: &str = "ept_";
@@ -42,6 +42,13 @@ struct Claims {
     /// own the same jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ses: Option<String>,
+    /// What the token may spend (within its key's, which count it too).
+    #[serde(default, skip_serializing_if = "is_unlimited")]
+    lim: Limits,
+}
+
+fn is_unlimited(limits: &Limits) -> bool {
+    *limits == Limits::default()
 }
 
 impl Claims {
@@ -87,10 +94,12 @@ pub fn verify(config: &Config, token: &str, now: Timestamp) -> Result<ApiKey, Er
         operations: Some(claims.ops.into_iter().filter(|op| parent.allows_operation(*op)).collect()),
         origins: Scope::from_list(origins),
         all_jobs: false,
+        limits: claims.lim,
         token: Some(TokenBinding {
             request_id: claims.rid,
             parent: parent.id.clone(),
             parent_all_jobs: parent.all_jobs,
+            parent_limits: parent.limits,
         }),
     })
 }
@@ -154,7 +163,8 @@ fn claims<'c>(
     let Value::Object(obj) = body else {
         return Err(Error::MalformedJson { message: "request body must be a JSON object".to_owned() });
     };
-    const FIELDS: [&str; 7] = ["models", "chains", "operations", "origins", "ttl_seconds", "request_id", "session"];
+    const FIELDS: [&str; 8] =
+        ["models", "chains", "operations", "origins", "ttl_seconds", "request_id", "session", "limits"];
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Error::invalid(k.clone(), format!("unknown field; expected one of {}", FIELDS.join(", "))));
     }
@@ -233,9 +243,14 @@ fn claims<'c>(
         Some(Value::String(s)) if is_safe_name(s) => Some(s.clone()),
         Some(_) => return Err(Error::invalid("session", "must be 1 to 64 letters, digits, '-', '_' or '.'")),
     };
+    let lim = match obj.get("limits") {
+        None | Some(Value::Null) => Limits::default(),
+        Some(v) => Limits::deserialize(v).map_err(|e| Error::invalid("limits", e.to_string()))?,
+    };
+    if let Some(name) = lim.above(&key.limits) {
+        return Err(Error::invalid(format!("limits.{name}"), "must not be above the minting key's"));
+    }
     let exp = now.plus_secs(ttl).millis();
-    Ok((
-        settings,
-        Claims { kid: key.id.clone(), jti: hex::encode(entropy), exp, models, chains, ops, origins, rid, ses },
-    ))
+    let jti = hex::encode(entropy);
+    Ok((settings, Claims { kid: key.id.clone(), jti, exp, models, chains, ops, origins, rid, ses, lim }))
 }

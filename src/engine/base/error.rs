@@ -42,6 +42,10 @@ pub enum Error {
     MalformedJson { message: String },
     /// The body is larger than the limit for this endpoint.
     PayloadTooLarge { limit: usize },
+    /// A caller is at one of its limits (`limit`, e.g. `requests_per_minute`, of `quota` per
+    /// `window_seconds`; its own, or for a browser token possibly its key's) until its window
+    /// ends, `retry_after_seconds` from now.
+    RateLimited { limit: &'static str, quota: u64, window_seconds: u64, retry_after_seconds: u64, whose: &'static str },
     /// The model or chain is not one the gateway fronts.
     UnknownSubject { kind: &'static str, id: String },
     /// No job with this id (or it is past retention, or another model's).
@@ -87,6 +91,7 @@ impl Error {
             | Self::InvalidField { .. }
             | Self::MalformedJson { .. }
             | Self::PayloadTooLarge { .. }
+            | Self::RateLimited { .. }
             | Self::UnknownSubject { .. }
             | Self::RequestNotFound { .. }
             | Self::IdempotencyKeyReused
@@ -114,6 +119,7 @@ impl Error {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::InvalidField { .. } | Self::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::IdempotencyKeyReused => StatusCode::CONFLICT,
             Self::UpstreamUnreachable { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -133,6 +139,7 @@ impl Error {
             Self::InvalidField { .. } => "INVALID_ARGUMENT",
             Self::MalformedJson { .. } => "MALFORMED_JSON",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::UnknownSubject { .. } => "MODEL_DOES_NOT_EXIST",
             Self::RequestNotFound { .. } => "REQUEST_NOT_FOUND",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -155,6 +162,7 @@ impl Error {
                 "unauthorized"
             }
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limited",
             Self::UnknownSubject { .. } => "model_does_not_exist",
             Self::NotFound { .. }
             | Self::MethodNotAllowed { .. }
@@ -186,6 +194,9 @@ impl Error {
             Self::UpgradeRequired => "this is a WebSocket endpoint: connect with `Upgrade: websocket`".to_owned(),
             Self::InvalidField { field, message } => format!("{field}: {message}"),
             Self::PayloadTooLarge { limit } => format!("request body exceeds the limit of {limit} bytes"),
+            Self::RateLimited { limit, quota, retry_after_seconds, whose, .. } => {
+                format!("this {whose} is at its {limit} of {quota}; retry in {retry_after_seconds} s")
+            }
             Self::UnknownSubject { kind, id } => format!("{kind} '{id}' does not exist on this gateway"),
             Self::RequestNotFound { request_id } => format!("async request '{request_id}' not found"),
             Self::IdempotencyKeyReused => {
@@ -218,6 +229,19 @@ impl Error {
         }
         if self.retryable() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::RateLimited { limit, quota, window_seconds, retry_after_seconds, .. } = self {
+            // RFC 9110 Retry-After, and the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers).
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("retry-after", retry_after_seconds.to_string()),
+                ("ratelimit-policy", format!("\"{limit}\";q={quota};w={window_seconds}")),
+                ("ratelimit", format!("\"{limit}\";r=0;t={retry_after_seconds}")),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
         }
         response
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::gateway::{DeliveryPolicy, DEFAULT_ASYNC_BODY_LIMIT};
+use super::limits::Limits;
 use crate::engine::base::Operation;
 
 #[derive(Deserialize)]
@@ -78,6 +79,8 @@ pub(super) struct KeyDoc {
     /// one tenant's receivers cannot forge deliveries to another's.
     #[serde(default)]
     pub(super) outbound_secret_name: Option<String>,
+    #[serde(default)]
+    pub(super) limits: Limits,
 }
 
 /// Which jobs a key sees: its own (and its browser tokens'), or every job (an operator's key).

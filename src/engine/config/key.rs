@@ -1,6 +1,7 @@
 //! A configured API key: its scopes, its operations, and which jobs it (or a browser token
 //! minted from it) sees.
 
+use super::limits::Limits;
 use crate::engine::base::{Operation, Subject};
 
 /// A gateway API key: stored as its SHA-256, with its scope.
@@ -17,6 +18,8 @@ pub struct ApiKey {
     pub origins: Scope,
     /// Sees (reads, cancels) every job, not only its own and its tokens' (`"jobs": "all"`).
     pub all_jobs: bool,
+    /// What this caller may spend (a token's: its own, within its key's).
+    pub limits: Limits,
     /// Set when the caller is a browser token minted from a key: it may only see the jobs it
     /// created itself (or the one job it is bound to, if its key can see that job).
     pub token: Option<TokenBinding>,
@@ -32,6 +35,8 @@ pub struct TokenBinding {
     pub parent: String,
     /// Whether the minting key sees every job (`"jobs": "all"`).
     pub parent_all_jobs: bool,
+    /// The minting key's limits: what the token spends counts against them too.
+    pub parent_limits: Limits,
 }
 
 /// A list of allowed names, where `"*"` allows all.

@@ -10,7 +10,8 @@
 //!
 //! - `gateway`: [`Config`] and its parts, its secrets read, and what is derived from it
 //!   (inbox URLs, ids);
-//! - `key`: a configured [`ApiKey`], its [`Scope`]s and which jobs it sees;
+//! - `key`: a configured [`ApiKey`], its [`Scope`]s and which jobs it sees; `limits`: what it
+//!   may spend ([`Limits`]);
 //! - `upstream`: a configured deployment ([`Upstream`]) and the URLs built on it;
 //! - `secrets`: a secret as the document names it and as it is read, never shown;
 //! - `document`: the JSON's shape and its defaults; `parse`: the document checked and turned
@@ -20,6 +21,7 @@ mod cache;
 mod document;
 mod gateway;
 mod key;
+mod limits;
 mod parse;
 mod secrets;
 mod upstream;
@@ -28,5 +30,6 @@ pub use self::cache::ConfigCache;
 pub use self::gateway::{BrowserTokens, Config, DeliveryPolicy, Webhooks, DEFAULT_ASYNC_BODY_LIMIT};
 pub(crate) use self::key::is_safe_name;
 pub use self::key::{ApiKey, Scope, TokenBinding};
+pub use self::limits::Limits;
 pub use self::secrets::{Secret, SecretReader, SecretRef};
 pub use self::upstream::{OpenAi, Upstream};

@@ -118,6 +118,7 @@ fn parse_keys(docs: Vec<KeyDoc>) -> Result<(Vec<ApiKey>, BTreeMap<String, Secret
             operations: key.operations,
             origins: Scope::from_list(key.origins),
             all_jobs: key.jobs == JobsDoc::All,
+            limits: key.limits,
             token: None,
         });
     }

@@ -22,31 +22,11 @@
 //!
 //! Spin's SQLite store runs increment in a deferred transaction: two processes on one database
 //! file (two `spin up` on one state directory) can get `database is locked` at once instead of
-//! waiting ([`KvError::Busy`]). Such calls are retried briefly; nothing was written.
+//! waiting ([`KvError::Busy`](super::kv::KvError::Busy)). Such calls are retried briefly; nothing was written.
 
+use super::kv::{pause, retry_busy, AtomicKv, KvError};
 use super::store::{Store, StoreError, Version};
 use crate::engine::Timer;
-
-/// What the protocol needs of a key-value store.
-#[allow(async_fn_in_trait)] // implemented and called on single-threaded wasm: no Send bound wanted
-pub trait AtomicKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
-    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
-    async fn delete(&self, key: &str) -> Result<(), KvError>;
-    async fn exists(&self, key: &str) -> Result<bool, KvError>;
-    /// One page of every key in the store, from `cursor`, and the cursor of the next page.
-    async fn list_keys(&self, cursor: Option<&str>) -> Result<(Vec<String>, Option<String>), KvError>;
-    /// Adds `delta` to the number stored at `key` (0 if absent) and returns the sum. Atomic.
-    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError>;
-}
-
-/// A key-value call that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvError {
-    /// The store refused the call without doing it (SQLite's `database is locked`): try again.
-    Busy,
-    Other(String),
-}
 
 /// How long a caller that lost a claim waits for the winner's value before giving up with a
 /// store error (the winner died between its claim and its write).
@@ -55,10 +35,6 @@ pub const CLAIM_WAIT_MS: u64 = 2_000;
 /// (a host killed, or an instance dropped with its client's connection, between the claim and
 /// the write), and the version is claimed anew.
 pub const STALE_CLAIM_MS: u64 = 10_000;
-/// How long a call refused as [`KvError::Busy`] is retried.
-pub const BUSY_WAIT_MS: u64 = 2_000;
-/// How long a waiting caller pauses between two looks.
-pub const POLL_MS: u64 = 2;
 const VERSION_BYTES: usize = 8;
 
 /// [`Store`] on an [`AtomicKv`], by the claim protocol above. The [`Timer`] is the wall clock
@@ -80,10 +56,6 @@ impl<K: AtomicKv, T: Timer> ClaimedStore<K, T> {
         &self.kv
     }
 
-    async fn pause(&self) {
-        self.timer.sleep_until(self.timer.now().plus_millis(POLL_MS)).await;
-    }
-
     /// The key that claims `version` of `key` (its `generation`th claim).
     pub fn claim_key(key: &str, version: Version, generation: u32) -> String {
         format!("claim/{key}@{version}.{generation}")
@@ -92,17 +64,9 @@ impl<K: AtomicKv, T: Timer> ClaimedStore<K, T> {
     /// Runs a store call, retrying it while the store reports itself busy.
     async fn call<R, F: std::future::Future<Output = Result<R, KvError>>>(
         &self,
-        mut op: impl FnMut() -> F,
+        op: impl FnMut() -> F,
     ) -> Result<R, StoreError> {
-        let began = self.timer.now();
-        loop {
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(KvError::Busy) if self.timer.now().millis_since(began) < BUSY_WAIT_MS => self.pause().await,
-                Err(KvError::Busy) => return Err(StoreError::new("the store stayed busy (database is locked)")),
-                Err(KvError::Other(message)) => return Err(StoreError::new(message)),
-            }
-        }
+        retry_busy(&self.timer, op).await
     }
 
     async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
@@ -173,7 +137,7 @@ impl<K: AtomicKv, T: Timer> Store for ClaimedStore<K, T> {
                 if self.timer.now().millis_since(began) > CLAIM_WAIT_MS {
                     return Err(StoreError::new(format!("{key}: version {next} is claimed but not yet written")));
                 }
-                self.pause().await;
+                pause(&self.timer).await;
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::engine::{access, Engine, Error, HttpClient, Outcome, Store, Timestamp
 use crate::engine::{full, header_str};
 
 /// Headers a browser page may read on cross-origin responses.
-const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after";
+const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after, ratelimit, ratelimit-policy";
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// Whether `origin` may read the answer to a request refused before its admission: as

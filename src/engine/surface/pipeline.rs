@@ -5,11 +5,12 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 
+use crate::engine::ports::kv::Counts;
 use crate::engine::surface::cors::{add_cors, preflight, with_cors};
 use crate::engine::surface::route::long_poll_wait;
 use crate::engine::{
     access, base, config, jobs, ports, webhooks, Admission, Admitted, Ctx, Engine, Error, HttpClient, Outcome,
-    Placement, Route, Store, Timestamp, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
+    Placement, Route, Store, Timer, Timestamp, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
 };
 use crate::engine::{full, header_str};
 
@@ -149,12 +150,22 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     }
 
     /// The whole calling order for a request whose body is in hand, in a place with one store
-    /// (the `inference` component, tests): admit, check the body, handle.
-    pub async fn serve(&self, request: Request<Bytes>, ctx: Ctx) -> Outcome<H::Body> {
+    /// and the caller's counters beside it (the `inference` component, tests): admit, take
+    /// what the caller's limits count in `counts`, check the body, handle.
+    pub async fn serve<C: Counts, T: Timer>(
+        &self,
+        request: Request<Bytes>,
+        ctx: Ctx,
+        counts: &C,
+        timer: &T,
+    ) -> Outcome<H::Body> {
         let mut admitted = match self.admit(&request, ctx.now) {
             Admission::Refuse(e) => return Outcome::new(full(self.refusal(&request, &e, ctx.now)), None),
             Admission::Read(admitted) | Admission::Stream(admitted) => admitted,
         };
+        if let Err(e) = admitted.spend(ctx.now).take(counts, timer).await {
+            return Outcome::new(full(admitted.refusal(&e)), None);
+        }
         if let Err(e) = self.check_body(&mut admitted, &request) {
             return Outcome::new(full(admitted.refusal(&e)), None);
         }

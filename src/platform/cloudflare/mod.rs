@@ -21,10 +21,16 @@
 //! - [`config`]: the configuration from the Worker's bindings, parsed once per isolate;
 //! - [`runtime`]: workerd's clock, randomness, request and response;
 //! - [`fetch`]: outbound HTTP through `fetch`;
-//! - [`object`]: a job's Durable Object; [`sql`]: its SQLite store.
+//! - [`object`]: a job's Durable Object; [`sql`]: its SQLite store;
+//! - [`limits`]: a key's limits object, the counters of the key and its browser tokens.
+//!
+//! Limits: a request whose caller has limits takes them in its key's limits object, after
+//! admission and before its body is read or a job's object is reached (one object round trip,
+//! only for callers with limits).
 
 mod config;
 mod fetch;
+mod limits;
 mod object;
 mod runtime;
 mod sql;
@@ -36,11 +42,14 @@ use worker::{event, Context, Env};
 
 use self::config::load_config;
 use self::fetch::{FetchClient, WorkerStream};
+use self::limits::limits_object;
 use self::runtime::{entropy, error_response, into_response, now, read_request, request_head};
 use self::sql::SqlStore;
+use crate::engine::ports::counters::Taken;
 use crate::engine::{Admission, Admitted, Body, Ctx, Engine, Error, Placement, StoreError};
 
 const JOBS_BINDING: &str = "JOBS";
+const LIMITS_BINDING: &str = "LIMITS";
 /// Carries the Worker's randomness to the job's object, so both place the same request id.
 const ENTROPY_HEADER: &str = "x-edge-predict-entropy";
 
@@ -74,7 +83,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
         Err(e) => return Ok(error_response(&e)),
     };
     // Credentials and announced size first: a refused request reads no body, touches no object.
-    let mut admitted = match engine.admit(&head, now()) {
+    let (mut admitted, streamed) = match engine.admit(&head, now()) {
         Admission::Refuse(e) => {
             // Unread and unwanted: canceled, so workerd answers now instead of waiting for it.
             if let Some(body) = raw.body() {
@@ -82,20 +91,27 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
             }
             return Ok(into_response(engine.refusal(&head, &e, now()).map(Body::Full)));
         }
-        Admission::Stream(admitted) => {
-            // A sync route: the runtime's own body stream goes to the upstream and the answer
-            // back, neither read here.
-            let limit = admitted.body_limit();
-            let request = head.map(|()| WorkerStream::Caller { body: raw.body(), limit });
-            let outcome = engine.handle_stream(&admitted, request).await;
-            // A body refused before it went upstream is canceled (see above).
-            if let Some(body) = raw.body().filter(|b| !b.locked()) {
-                let _ = body.cancel();
-            }
-            return Ok(into_response(outcome.response));
-        }
-        Admission::Read(admitted) => admitted,
+        Admission::Stream(admitted) => (admitted, true),
+        Admission::Read(admitted) => (admitted, false),
     };
+    if let Err(e) = take_limits(&env, &admitted).await {
+        if let Some(body) = raw.body() {
+            let _ = body.cancel();
+        }
+        return Ok(into_response(admitted.refusal(&e).map(Body::Full)));
+    }
+    if streamed {
+        // A sync route: the runtime's own body stream goes to the upstream and the answer
+        // back, neither read here.
+        let limit = admitted.body_limit();
+        let request = head.map(|()| WorkerStream::Caller { body: raw.body(), limit });
+        let outcome = engine.handle_stream(&admitted, request).await;
+        // A body refused before it went upstream is canceled (see above).
+        if let Some(body) = raw.body().filter(|b| !b.locked()) {
+            let _ = body.cancel();
+        }
+        return Ok(into_response(outcome.response));
+    }
     let refuse = |admitted: &Admitted, e: &Error| into_response(admitted.refusal(e).map(Body::Full));
     let request = match worker::request_from_wasm(raw) {
         Ok(request) => read_request(request, admitted.body_limit()).await,
@@ -124,6 +140,32 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
             }
         },
     }
+}
+
+/// Takes what the request spends of its caller's limits, in its key's limits object.
+async fn take_limits(env: &Env, admitted: &Admitted) -> Result<(), Error> {
+    let spend = admitted.spend(now());
+    if spend.is_empty() {
+        return Ok(());
+    }
+    let object = limits_object(spend.tenant());
+    let unreachable = |e: worker::Error| {
+        worker::console_error!("limits object {object}: {e}");
+        Error::Store(StoreError::new("the caller's limits could not be counted"))
+    };
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(serde_json::to_string(&spend.charges()).unwrap_or_default().into()));
+    let request = worker::Request::new_with_init("https://limits.internal/take", &init).map_err(unreachable)?;
+    let namespace = env.durable_object(LIMITS_BINDING).map_err(unreachable)?;
+    let stub = namespace.id_from_name(&object).and_then(|id| id.get_stub()).map_err(unreachable)?;
+    let mut response = stub.fetch_with_request(request).await.map_err(unreachable)?;
+    if response.status_code() != 200 {
+        let message = response.text().await.unwrap_or_default();
+        return Err(unreachable(worker::Error::RustError(message)));
+    }
+    let taken: Taken = response.json().await.map_err(unreachable)?;
+    spend.verdict(&taken, now())
 }
 
 /// Runs a job's request in its Durable Object, with the Worker's entropy (so both place the

@@ -13,6 +13,8 @@ mod kv;
 pub(super) use self::http::WasiHttp;
 #[cfg(feature = "spin")]
 pub(super) use self::http::{respond_bytes, WasiBody, WasiStream};
+#[cfg(feature = "spin")]
+pub(super) use self::kv::open_bucket;
 pub(super) use self::kv::{open as open_store, KvStore};
 
 use crate::engine::{Config, Engine, Error, HttpClient, SweepReport, Timer, Timestamp};

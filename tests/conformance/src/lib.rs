@@ -136,9 +136,14 @@ pub mod keys {
     pub const OTHER: &str = "conformance-other-key";
     /// Only model `demo`, only `predict` and `status`.
     pub const NARROW: &str = "conformance-narrow-key";
+    /// Every model and operation, at most [`super::LIMITED_PER_MINUTE`] requests a minute.
+    pub const LIMITED: &str = "conformance-limited-key";
     /// Not configured at all.
     pub const UNKNOWN: &str = "conformance-unknown-key";
 }
+
+/// The `requests_per_minute` of [`keys::LIMITED`].
+pub const LIMITED_PER_MINUTE: u64 = 5;
 
 /// Every operation, the operator's `sweep` and `mint_token` included (omitted, a key has all
 /// but those two).
@@ -273,7 +278,9 @@ pub fn config_document(gateway_port: u16, upstream_url: &str, closed_port: u16) 
             {"id": "full", "sha256": sha256_hex(keys::FULL), "models": ["*"], "chains": ["*"], "operations": ALL_OPERATIONS},
             {"id": "other", "sha256": sha256_hex(keys::OTHER), "models": ["*"], "chains": ["*"], "operations": ALL_OPERATIONS},
             {"id": "narrow", "sha256": sha256_hex(keys::NARROW), "models": ["demo"],
-             "operations": ["predict", "status"], "origins": [BROWSER_ORIGIN]}
+             "operations": ["predict", "status"], "origins": [BROWSER_ORIGIN]},
+            {"id": "limited", "sha256": sha256_hex(keys::LIMITED), "models": ["*"], "origins": [BROWSER_ORIGIN],
+             "limits": {"requests_per_minute": LIMITED_PER_MINUTE}}
         ],
         "models": {
             "demo": {"upstream": format!("{upstream_url}/models/demo"), "api_key_secret_name": "UPSTREAM_API_KEY",

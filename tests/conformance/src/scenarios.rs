@@ -67,6 +67,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         a_token_bound_to_another_keys_job_sees_and_cancels_nothing,
         a_sync_token_cannot_walk_out_of_sync_with_dot_segments,
         long_poll_answers_when_the_job_ends,
+        exactly_a_keys_quota_of_concurrent_requests_pass,
         the_store_keeps_the_engines_contract,
         durability_across_a_hard_kill,
     ]
@@ -1157,6 +1158,63 @@ async fn long_poll_answers_when_the_job_ends(w: Arc<World>) {
 /// The store the runtime gives the gateway (the Worker's Durable Object SQLite, Spin's
 /// key-value store) passes the engine's store contract, as the in-memory store does on the
 /// host: several times, so checks land in several places, and at once, so they interleave.
+/// A key's `requests_per_minute` is exact across the runtime's isolates or instances: of many
+/// concurrent requests, exactly the quota pass; the rest are 429 `rate_limited` with
+/// `Retry-After` and the `RateLimit` fields, readable by the key's browser origin, and reach no
+/// upstream. (A burst that straddles two windows of the clock is run again: each window has
+/// its own quota.)
+async fn exactly_a_keys_quota_of_concurrent_requests_pass(w: Arc<World>) {
+    let minute = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60;
+    let (target, dep) = own_target(&w);
+    let path = format!("/models/demo/{target}/predict");
+    for _ in 0..3 {
+        let began = minute();
+        let calls: Vec<_> = (0..20)
+            .map(|n| {
+                let (api, path) = (w.api.clone(), path.clone());
+                tokio::spawn(async move {
+                    let headers = [("origin", crate::BROWSER_ORIGIN)];
+                    api.send("POST", &path, Some(keys::LIMITED), &headers, Body::Json(json!({"n": n}))).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        // Over the quota, a submit writes no job and reaches no upstream.
+        let submit = format!("/models/demo/{target}/async_predict");
+        let refused_submit =
+            w.api.send("POST", &submit, Some(keys::LIMITED), &[], Body::Json(json!({"model_input": {}}))).await;
+        if minute() != began {
+            continue;
+        }
+        refused_submit.expect_error(429, "RATE_LIMITED");
+        assert_eq!(w.upstream.accepted(&dep), 0, "a refused submit reaches no upstream");
+        let passed = answers.iter().filter(|a| a.status == 200).count();
+        assert_eq!(
+            passed as u64,
+            crate::LIMITED_PER_MINUTE,
+            "{:?}",
+            answers.iter().map(|a| a.status).collect::<Vec<_>>()
+        );
+        for refused in answers.iter().filter(|a| a.status != 200) {
+            refused.expect_error(429, "RATE_LIMITED");
+            assert_eq!(refused.json()["error_code"], "rate_limited");
+            let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            let policy = format!("\"requests_per_minute\";q={};w=60", crate::LIMITED_PER_MINUTE);
+            assert_eq!(refused.header("ratelimit-policy"), Some(policy.as_str()));
+            assert_eq!(refused.header("ratelimit"), Some(format!("\"requests_per_minute\";r=0;t={retry}").as_str()));
+            assert_eq!(refused.header("access-control-allow-origin"), Some(crate::BROWSER_ORIGIN));
+            let exposed = refused.header("access-control-expose-headers").unwrap_or_default();
+            assert!(exposed.contains("ratelimit") && exposed.contains("retry-after"), "{exposed}");
+        }
+        return;
+    }
+    panic!("three bursts in a row each straddled a minute");
+}
+
 async fn the_store_keeps_the_engines_contract(w: Arc<World>) {
     store_keeps_its_contract(&w.api).await;
 }

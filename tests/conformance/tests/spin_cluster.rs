@@ -10,6 +10,8 @@
 //!   upstream delivers results to the other host's inbox);
 //! - sweeps running on both hosts deliver each webhook once;
 //! - (Redis) a version claimed by a host that died before writing it is claimed anew;
+//! - a key's `requests_per_minute` holds across both hosts: of a burst spread over them,
+//!   exactly the quota passes;
 //! - the shared store keeps the engine's store contract (`POST /_store_check` on both hosts).
 //!
 //! Needs `make components`, `spin` and `redis-server` on PATH (`make setup`).
@@ -257,6 +259,36 @@ impl Cluster {
         assert_eq!(a.status(&queued).await["status"], "CANCELED");
     }
 
+    /// A burst of a limited key's requests, alternating hosts: exactly its quota passes (a
+    /// burst that straddles two windows of the clock is run again).
+    async fn a_keys_limit_holds_across_hosts(&self) {
+        let minute = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60;
+        for _ in 0..3 {
+            let began = minute();
+            let calls: Vec<_> = (0..24)
+                .map(|i| {
+                    let api = self.apis[i % 2].clone();
+                    tokio::spawn(async move {
+                        let body = Body::Json(json!({"n": i}));
+                        api.send("POST", "/models/demo/production/predict", Some(keys::LIMITED), &[], body).await
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for call in calls {
+                statuses.push(call.await.unwrap().status);
+            }
+            if minute() != began {
+                continue;
+            }
+            let passed = statuses.iter().filter(|s| **s == 200).count() as u64;
+            assert_eq!(passed, conformance::LIMITED_PER_MINUTE, "{statuses:?}");
+            assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+            return;
+        }
+        panic!("three bursts in a row each straddled a minute");
+    }
+
     async fn run_all(self) {
         let began = Instant::now();
         // The shared store keeps the engine's store contract, checked from both hosts at once.
@@ -265,6 +297,7 @@ impl Cluster {
         self.same_key_submits_across_hosts().await;
         self.a_job_moves_between_hosts().await;
         self.sweeps_on_both_hosts_deliver_once().await;
+        self.a_keys_limit_holds_across_hosts().await;
         if let Some(redis) = &self.redis {
             self.a_dead_claimers_version_is_claimed_anew(redis).await;
         }

@@ -31,6 +31,8 @@ use sha2::{Digest, Sha256};
 
 /// The gateway key of the benchmark configuration.
 const KEY: &str = "bench-key";
+/// A key with limits far above what a run spends: what counting them costs, nothing refused.
+const LIMITED_KEY: &str = "bench-limited-key";
 /// The local upstream's default key.
 const UPSTREAM_KEY: &str = "upstream-dev-key";
 /// The sync predict body (the demo model echoes it).
@@ -116,7 +118,9 @@ fn config(public_base_url: &str, upstream: &str) -> String {
     json!({
         "public_base_url": public_base_url,
         "dev_mode": true,
-        "keys": [{"id": "bench", "sha256": sha256_hex(KEY), "models": ["*"], "chains": ["*"]}],
+        "keys": [{"id": "bench", "sha256": sha256_hex(KEY), "models": ["*"], "chains": ["*"]},
+                 {"id": "bench-limited", "sha256": sha256_hex(LIMITED_KEY), "models": ["*"], "chains": ["*"],
+                  "limits": {"requests_per_minute": 1_000_000_000u64, "submits_per_minute": 1_000_000_000u64}}],
         "models": {"demo": {"upstream": format!("{upstream}/models/demo"), "api_key_secret_name": "UPSTREAM_API_KEY",
                             "price_per_second": 0.000538, "openai_model": "demo"}},
         "webhooks": {"inbound_secret_names": ["BASETEN_WEBHOOK_SECRET"], "outbound_secret_name": "OUTBOUND_WEBHOOK_SECRET"},
@@ -448,6 +452,7 @@ fn workerd(root: &Path, upstream: &str, scratch: &Path) -> Result<Workerd> {
         vec![format!("(name = \"EDGE_PREDICT_CONFIG\", text = {})", capnp_string(&config(&gateway, upstream)))];
     bindings.extend(SECRETS.iter().map(|(name, value)| format!("(name = \"{name}\", text = {})", capnp_string(value))));
     bindings.push("(name = \"JOBS\", durableObjectNamespace = \"JobObject\")".to_owned());
+    bindings.push("(name = \"LIMITS\", durableObjectNamespace = \"LimitObject\")".to_owned());
     let capnp = format!(
         r#"using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -470,7 +475,10 @@ const gateway :Workerd.Worker = (
   modules = [(name = "index.js", esModule = embed "index.js"), (name = "index_bg.wasm", wasm = embed "index_bg.wasm")],
   compatibilityDate = "2026-11-01",
   bindings = [{bindings}],
-  durableObjectNamespaces = [(className = "JobObject", uniqueKey = "edge-predict-JobObject", enableSql = true)],
+  durableObjectNamespaces = [
+    (className = "JobObject", uniqueKey = "edge-predict-JobObject", enableSql = true),
+    (className = "LimitObject", uniqueKey = "edge-predict-LimitObject", enableSql = true),
+  ],
   durableObjectStorage = (localDisk = "state"),
   globalOutbound = "net",
 );
@@ -620,6 +628,13 @@ async fn run() -> Result<()> {
             runtime: "workerd",
             loads: sync_loads(&call, scratch)?,
         });
+        let limited = Call::predict(format!("{gateway}{predict}"), Some(format!("Bearer {LIMITED_KEY}")));
+        rows.push(Row {
+            name: "edge-predict Worker, workerd, a key with limits",
+            runtime: "workerd",
+            loads: sync_loads(&limited, scratch)?,
+        });
+        let limited_submits = gateway_submits(gateway, LIMITED_KEY).await;
         let (submitted, status) = gateway_async(gateway, &bearer, scratch).await?;
         // The floor of durable writes on this workerd: a bare Worker, one record per object
         // (the gateway's layout before) or in a fixed set of 256 (its layout now); and the
@@ -637,7 +652,7 @@ async fn run() -> Result<()> {
         }
         extra.insert(
             "workerd".to_owned(),
-            json!({"async": submitted, "status_reads": status, "bare_durable_writes": bare,
+            json!({"async": submitted, "status_reads": status, "bare_durable_writes": bare, "limited_async": limited_submits,
                    "streamed_ttfb_ms": {"direct": round(direct_ttfb, 3),
                                         "floor": round(streamed_ttfb(&format!("{floor}{chat}"), &upstream_auth, &[]).await?, 3),
                                         "gateway": round(streamed_ttfb(&format!("{gateway}{chat}"), &bearer, &[]).await?, 3)}}),
@@ -677,6 +692,13 @@ async fn run() -> Result<()> {
             runtime: "spin",
             loads: sync_loads(&call, scratch)?,
         });
+        let limited = Call::predict(format!("{base}{predict}"), Some(format!("Bearer {LIMITED_KEY}")));
+        rows.push(Row {
+            name: "edge-predict component, Spin, a key with limits",
+            runtime: "spin",
+            loads: sync_loads(&limited, scratch)?,
+        });
+        spin_extra.insert("limited_async".to_owned(), gateway_submits(&base, LIMITED_KEY).await);
         let (submitted, status) = gateway_async(&base, &bearer, scratch).await?;
         spin_extra.insert("status_reads".to_owned(), status);
         spin_extra.insert("async".to_owned(), submitted);
@@ -731,11 +753,16 @@ fn ms(d: Duration) -> f64 {
     round(d.as_secs_f64() * 1000.0, 1)
 }
 
-/// Durable submits to the gateway at `base`, then status reads of one of those jobs.
-async fn gateway_async(base: &str, bearer: &str, scratch: &Path) -> Result<(Value, Value)> {
+/// Durable submits to the gateway at `base` with `key`.
+async fn gateway_submits(base: &str, key: &str) -> Value {
     let submit = format!("{base}/models/demo/production/async_predict");
     let status = |id: &str| format!("{base}/async_request/{id}");
-    let submitted = submits(&submit, ASYNC_BODY, status, Some(KEY)).await;
+    submits(&submit, ASYNC_BODY, status, Some(key)).await
+}
+
+/// Durable submits to the gateway at `base`, then status reads of one of those jobs.
+async fn gateway_async(base: &str, bearer: &str, scratch: &Path) -> Result<(Value, Value)> {
+    let submitted = gateway_submits(base, KEY).await;
     let reads = status_loads(base, &submitted, bearer, scratch)?;
     Ok((submitted, reads))
 }
@@ -865,12 +892,14 @@ fn markdown(rows: &[Row], results: &Value) -> String {
             &Value::Null,
         ),
         ("edge-predict Worker, workerd", &d["workerd"]["async"], &d["workerd"]["status_reads"]),
+        ("edge-predict Worker, workerd, a key with limits", &d["workerd"]["limited_async"], &Value::Null),
         (
             "edge-predict Worker, workerd, objects' files on tmpfs (diagnostic)",
             &d["workerd_in_memory"]["async"],
             &Value::Null,
         ),
         ("edge-predict component, Spin", &d["spin"]["async"], &d["spin"]["status_reads"]),
+        ("edge-predict component, Spin, a key with limits", &d["spin"]["limited_async"], &Value::Null),
         ("edge-predict component, Spin, store on Redis", &d["spin"]["redis_async"], &d["spin"]["redis_status_reads"]),
         ("composed component, Spin", &d["spin"]["composed_async"], &Value::Null),
     ] {
