@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("base/names", 0),
     ("base/ids", 0),
     ("base/crypto", 0),
+    ("base/trace", 0),
     // What adapters implement.
     ("ports/store", 1),
     ("ports/http_client", 1),
@@ -60,6 +61,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("jobs/sweep", 4),
     // One request through the engine: admission and dispatch, CORS, and the held long-poll.
     ("surface/cors", 5),
+    ("surface/log", 5),
     ("surface/pipeline", 5),
     ("surface/long_poll", 6),
 ];

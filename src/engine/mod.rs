@@ -66,11 +66,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 
 pub use access::limits::Spend;
-pub use base::{Error, IllegalTransition, Operation, StoreError, Subject, Target, Timestamp, TransportError};
+pub use base::{Error, IllegalTransition, Operation, StoreError, Subject, Target, Timestamp, Trace, TransportError};
 pub use config::Config;
 pub use jobs::sweep::sweep_lease_key;
 pub use ports::http_client::{HttpClient, OUTBOUND_TIMEOUT_MS, SYNC_TIMEOUT_MS};
 pub use ports::store::{MemoryStore, NoStore, Store, Version};
+pub use surface::log::Measured;
 pub use surface::route::{OpenAiEndpoint, Route, MAX_LONG_POLL_SECONDS};
 
 /// The largest request body an adapter should read; beyond it, answer
@@ -205,12 +206,23 @@ pub struct Outcome<B> {
     /// A long-poll whose answer may still change: an adapter that can hold the connection asks
     /// again at this time ([`Engine::handle_held`] does); one that cannot sends `response`.
     pub hold_until: Option<Timestamp>,
+    /// What the request's log line says of it ([`Admitted::log_line`]).
+    pub note: Note,
 }
 
 impl<B> Outcome<B> {
     pub(crate) fn new(response: Response<Body<B>>, wake_at: Option<Timestamp>) -> Self {
-        Self { response, wake_at, hold_until: None }
+        Self { response, wake_at, hold_until: None, note: Note::default() }
     }
+}
+
+/// What the engine knows of how a request went, for its log line: its trace, the gateway's
+/// error code if it ended in one, the job it made or named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Note {
+    pub trace: Option<Trace>,
+    pub error_code: Option<&'static str>,
+    pub job_id: Option<String>,
 }
 
 /// What a sweep did and when the next one is due.
@@ -233,12 +245,14 @@ pub struct SweepReport {
     pub wake_at: Option<Timestamp>,
 }
 
-/// The engine for one request: borrowed configuration, store and HTTP client.
+/// The engine for one request: borrowed configuration, store and HTTP client, and while it
+/// handles a request, that request's trace (what its upstream calls carry).
 #[derive(Debug)]
 pub struct Engine<'a, S, H> {
     pub config: &'a Config,
     pub store: &'a S,
     pub http: &'a H,
+    pub(crate) trace: Option<&'a Trace>,
 }
 
 impl<S, H> Clone for Engine<'_, S, H> {
@@ -251,7 +265,15 @@ impl<S, H> Copy for Engine<'_, S, H> {}
 
 impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub fn new(config: &'a Config, store: &'a S, http: &'a H) -> Self {
-        Self { config, store, http }
+        Self { config, store, http, trace: None }
+    }
+
+    /// This engine handling a request of `trace`.
+    pub(crate) fn traced<'b>(&self, trace: &'b Trace) -> Engine<'b, S, H>
+    where
+        'a: 'b,
+    {
+        Engine { config: self.config, store: self.store, http: self.http, trace: Some(trace) }
     }
 }
 

@@ -17,7 +17,9 @@ use super::wasi::{
     after_response, entropy, load_config, now, open_bucket, open_store, respond_bytes, WasiBody, WasiHttp, WasiStream,
     WasiTimer,
 };
-use crate::engine::{Admission, Body, Ctx, Engine, Error, NoStore, Placement};
+use crate::engine::ports::http_client::Timed;
+use crate::engine::surface::log::refusal_line;
+use crate::engine::{Admission, Admitted, Body, Ctx, Engine, Error, Measured, NoStore, Note, Placement, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
 fn request_head(incoming: &IncomingRequest) -> Request<Bytes> {
@@ -69,21 +71,78 @@ fn respond(out: ResponseOutparam, response: Response<Body<WasiBody>>) {
     }
 }
 
+/// One request's clock, and what it measured so far: its log line and `Server-Timing`.
+struct Meter<'c> {
+    began: std::time::Instant,
+    received_at: Timestamp,
+    http: &'c Timed<'c, WasiHttp>,
+    bytes_in: Option<u64>,
+}
+
+impl Meter<'_> {
+    /// Sends the answer with its `Server-Timing`, then prints the request's log line.
+    fn send(
+        &self,
+        out: ResponseOutparam,
+        mut response: Response<Body<WasiBody>>,
+        line: impl FnOnce(&Measured) -> String,
+    ) {
+        let bytes_out = match response.body() {
+            Body::Full(bytes) => Some(bytes.len() as u64),
+            Body::Upstream(_) => content_length(response.headers()),
+        };
+        let measured = Measured {
+            received_at: self.received_at,
+            duration_ms: self.began.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: self.http.waited_ms(),
+            upstream_status: self.http.status(),
+            bytes_in: self.bytes_in,
+            bytes_out,
+        };
+        response.headers_mut().insert("server-timing", measured.server_timing());
+        respond(out, response);
+        println!("{}", line(&measured));
+    }
+
+    /// An answer to an admitted request refused with `e`.
+    fn refuse(&self, out: ResponseOutparam, admitted: &Admitted, e: &Error) {
+        let note = Note { error_code: Some(e.code()), ..Note::default() };
+        let response = admitted.refusal(e).map(Body::Full);
+        let status = response.status();
+        self.send(out, response, |m| admitted.log_line(status, &note, m));
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 #[http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let began = std::time::Instant::now();
+    let clock = move || began.elapsed().as_secs_f64() * 1000.0;
+    let http = Timed::new(WasiHttp, &clock);
+    let mut meter = Meter { began, received_at: now(), http: &http, bytes_in: None };
+    let mut request = request_head(&incoming);
+    meter.bytes_in = content_length(request.headers());
     let config = match load_config() {
         Ok(c) => c,
         Err(e) => {
             // The operator's log names the whole field; the caller is told its top level only.
             eprintln!("{e}");
-            return send_response(out, e.to_response());
+            let response = e.to_response().map(Body::Full);
+            let status = response.status();
+            return meter.send(out, response, |m| refusal_line(status, e.code(), m));
         }
     };
     // Credentials and announced size first: a refused request reads no body, opens no store.
-    let gate = Engine::new(&config, &NoStore, &WasiHttp);
-    let mut request = request_head(&incoming);
+    let gate = Engine::new(&config, &NoStore, &http);
     let (mut admitted, streamed) = match gate.admit(&request, now()) {
-        Admission::Refuse(e) => return send_response(out, gate.refusal(&request, &e, now())),
+        Admission::Refuse(e) => {
+            let response = gate.refusal(&request, &e, now()).map(Body::Full);
+            let status = response.status();
+            return meter.send(out, response, |m| refusal_line(status, e.code(), m));
+        }
         Admission::Stream(admitted) => (admitted, true),
         Admission::Read(admitted) => (admitted, false),
     };
@@ -95,38 +154,44 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             Err(e) => Err(Error::Store(e)),
         };
         if let Err(e) = taken {
-            return send_response(out, admitted.refusal(&e));
+            return meter.refuse(out, &admitted, &e);
         }
     }
+    let entropy = entropy();
     if streamed {
         // A sync route: the body streams to the upstream, the answer back, neither gathered.
         let Some(body) = WasiStream::of_caller(&incoming, admitted.body_limit()) else {
             let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
-            return send_response(out, admitted.refusal(&e));
+            return meter.refuse(out, &admitted, &e);
         };
-        let outcome = gate.handle_stream(&admitted, request.map(|_| body)).await;
-        return respond(out, outcome.response);
+        let outcome = gate.handle_stream(&admitted, request.map(|_| body), entropy).await;
+        let status = outcome.response.status();
+        return meter.send(out, outcome.response, |m| admitted.log_line(status, &outcome.note, m));
     }
     match read_body(incoming, admitted.body_limit()).await {
-        Ok(body) => *request.body_mut() = body,
-        Err(e) => return send_response(out, admitted.refusal(&e)),
+        Ok(body) => {
+            meter.bytes_in = Some(body.len() as u64);
+            *request.body_mut() = body;
+        }
+        Err(e) => return meter.refuse(out, &admitted, &e),
     }
     // A forged delivery is refused before the store is opened.
     if let Err(e) = gate.check_body(&mut admitted, &request) {
-        return send_response(out, admitted.refusal(&e));
+        return meter.refuse(out, &admitted, &e);
     }
-    let entropy = entropy();
     if gate.placement(&admitted, &request, entropy) == Placement::Stateless {
         // A preflight, `/v1`, a token minted unbound: no store opened, no sweep run.
         let outcome = gate.handle(&admitted, request, Ctx::new(now(), entropy)).await;
-        return respond(out, outcome.response);
+        let status = outcome.response.status();
+        return meter.send(out, outcome.response, |m| admitted.log_line(status, &outcome.note, m));
     }
     let store = match open_store() {
         Ok(s) => s,
-        Err(e) => return send_response(out, admitted.refusal(&Error::Store(e))),
+        Err(e) => return meter.refuse(out, &admitted, &Error::Store(e)),
     };
-    let engine = Engine::new(&config, &store, &WasiHttp);
+    let engine = Engine::new(&config, &store, &http);
     let outcome = engine.handle_held(&admitted, request, entropy, &WasiTimer).await;
-    respond(out, outcome.response);
+    let status = outcome.response.status();
+    meter.send(out, outcome.response, |m| admitted.log_line(status, &outcome.note, m));
     after_response(&engine, outcome.wake_at).await;
 }

@@ -98,7 +98,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         };
         let upstream = self.config.upstream(&job.subject)?;
         let url = upstream.url(&job.target, &format!("async_request/{upstream_id}"), false)?;
-        let request = upstream_request(self.config.secret(&upstream.api_key)?, Method::DELETE, url, Bytes::new());
+        let api_key = self.config.secret(&upstream.api_key)?;
+        let request = upstream_request(api_key, job.trace.as_ref(), Method::DELETE, url, Bytes::new());
         self.call(request).await
     }
 }

@@ -158,7 +158,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let Ok(api_key) = self.config.secret(&upstream.api_key) else {
             return Asked::Stalled(StallReason::NotConfigured);
         };
-        match self.call(upstream_request(api_key, Method::GET, url, Bytes::new())).await {
+        match self.call(upstream_request(api_key, job.trace.as_ref(), Method::GET, url, Bytes::new())).await {
             Ok((status, body)) if status.is_success() => {
                 Asked::Record(serde_json::from_slice(&body).unwrap_or(Value::Null))
             }

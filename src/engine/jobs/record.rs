@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::base::crypto::sha256;
-use crate::engine::base::{IllegalTransition, Subject, Target, Timestamp};
+use crate::engine::base::{IllegalTransition, Subject, Target, Timestamp, Trace};
 use crate::engine::config::DeliveryPolicy;
 use crate::engine::jobs::request::RetryConfig;
 
@@ -317,9 +317,19 @@ pub struct Job {
     pub upstream: Upstream,
     pub cancel_requested: bool,
     pub webhook: Option<Webhook>,
+    /// The trace of the request that submitted it: the job's upstream calls and webhook
+    /// deliveries carry it (W3C `traceparent`, the submitting request's span as the parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
 }
 
 impl Job {
+    /// This job, in `trace`.
+    pub fn with_trace(mut self, trace: Option<Trace>) -> Self {
+        self.trace = trace;
+        self
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
@@ -360,6 +370,7 @@ impl Job {
             },
             cancel_requested: false,
             webhook: webhook_endpoint.map(|endpoint| Webhook { endpoint, attempts: Vec::new(), next_at: None }),
+            trace: None,
         }
     }
 

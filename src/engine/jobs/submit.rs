@@ -45,7 +45,9 @@ pub(crate) fn new_request_id(
 }
 
 fn created<B>(id: &str, wake_at: Option<Timestamp>) -> Outcome<B> {
-    Outcome::new(full(json_response(StatusCode::CREATED, &json!({ "request_id": id }))), wake_at)
+    let mut outcome = Outcome::new(full(json_response(StatusCode::CREATED, &json!({ "request_id": id }))), wake_at);
+    outcome.note.job_id = Some(id.to_owned());
+    outcome
 }
 
 /// `Idempotency-Key`: 1 to 255 visible ASCII characters.
@@ -125,7 +127,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
             parsed.max_time_in_queue_seconds,
             parsed.webhook_endpoint,
             now,
-        );
+        )
+        .with_trace(self.trace.cloned());
         // Index first, so no record is ever missing from it. The entry says when it was made:
         // a sweep between the two writes must not take it for one a crash left behind.
         self.store.put(&due_key(&id), now.millis().to_string().into_bytes()).await?;
@@ -166,7 +169,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 "inference_retry_config": input.retry,
             });
             let url = upstream.url(&job.target, job.subject.async_endpoint(), true)?;
-            Ok(json_request(self.config.secret(&upstream.api_key)?, Method::POST, url, &body))
+            Ok(json_request(self.config.secret(&upstream.api_key)?, job.trace.as_ref(), Method::POST, url, &body))
         };
         let answer = match request() {
             Ok(request) => self.call(request).await,

@@ -46,3 +46,79 @@ pub trait HttpClient {
     /// Reads a body whole, failing with `Body` beyond `limit` bytes.
     async fn read(&self, body: Self::Body, limit: usize) -> Result<Bytes, TransportError>;
 }
+
+/// An [`HttpClient`] that notes what the calls made through it waited: the time until each
+/// answer's head (and for a body read whole, until its end) on the adapter's `clock`
+/// (milliseconds, fractional), and the last answer's status: what a request's log line and
+/// `Server-Timing` report as the upstream's part.
+pub struct Timed<'c, H> {
+    inner: H,
+    clock: &'c dyn Fn() -> f64,
+    waited_ms: std::cell::Cell<Option<f64>>,
+    status: std::cell::Cell<Option<u16>>,
+}
+
+impl<H: std::fmt::Debug> std::fmt::Debug for Timed<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timed").field("inner", &self.inner).field("waited_ms", &self.waited_ms.get()).finish()
+    }
+}
+
+impl<'c, H: HttpClient> Timed<'c, H> {
+    pub fn new(inner: H, clock: &'c dyn Fn() -> f64) -> Self {
+        Self { inner, clock, waited_ms: std::cell::Cell::new(None), status: std::cell::Cell::new(None) }
+    }
+
+    /// How long the calls so far waited on their answers, if any call was made.
+    pub fn waited_ms(&self) -> Option<f64> {
+        self.waited_ms.get()
+    }
+
+    /// The status of the last answer (none if no call got one).
+    pub fn status(&self) -> Option<u16> {
+        self.status.get()
+    }
+
+    fn wait(&self, began: f64) {
+        let waited = ((self.clock)() - began).max(0.0);
+        self.waited_ms.set(Some(self.waited_ms.get().unwrap_or(0.0) + waited));
+    }
+
+    fn note<T>(&self, began: f64, answer: &Result<Response<T>, TransportError>) {
+        self.wait(began);
+        if let Ok(response) = answer {
+            self.status.set(Some(response.status().as_u16()));
+        }
+    }
+}
+
+impl<H: HttpClient> HttpClient for Timed<'_, H> {
+    type Body = H::Body;
+    type Stream = H::Stream;
+    const WEBSOCKETS: bool = H::WEBSOCKETS;
+
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Self::Body>, TransportError> {
+        let began = (self.clock)();
+        let answer = self.inner.send(request).await;
+        self.note(began, &answer);
+        answer
+    }
+
+    async fn send_stream(&self, request: Request<Self::Stream>) -> Result<Response<Self::Body>, TransportError> {
+        let began = (self.clock)();
+        let answer = self.inner.send_stream(request).await;
+        self.note(began, &answer);
+        answer
+    }
+
+    fn stream_of(bytes: Bytes) -> Self::Stream {
+        H::stream_of(bytes)
+    }
+
+    async fn read(&self, body: Self::Body, limit: usize) -> Result<Bytes, TransportError> {
+        let began = (self.clock)();
+        let read = self.inner.read(body, limit).await;
+        self.wait(began);
+        read
+    }
+}

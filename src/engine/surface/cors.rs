@@ -9,7 +9,8 @@ use crate::engine::{access, Engine, Error, HttpClient, Outcome, Store, Timestamp
 use crate::engine::{full, header_str};
 
 /// Headers a browser page may read on cross-origin responses.
-const EXPOSED_HEADERS: &str = "x-baseten-request-id, retry-after, ratelimit, ratelimit-policy";
+const EXPOSED_HEADERS: &str =
+    "x-baseten-request-id, x-request-id, server-timing, retry-after, ratelimit, ratelimit-policy";
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// Whether `origin` may read the answer to a request refused before its admission: as
@@ -55,7 +56,11 @@ pub(crate) fn preflight(allowed: bool) -> Response<Bytes> {
 /// page needs. A disallowed origin gets no CORS headers, so the browser refuses the answer.
 /// An answer (or the error that ends the request, as JSON), with CORS for `origin`.
 pub(crate) fn with_cors<B>(result: Result<Outcome<B>, Error>, origin: Option<&str>, allowed: bool) -> Outcome<B> {
-    let mut outcome = result.unwrap_or_else(|e| Outcome::new(full(e.to_response()), None));
+    let mut outcome = result.unwrap_or_else(|e| {
+        let mut outcome = Outcome::new(full(e.to_response()), None);
+        outcome.note.error_code = Some(e.code());
+        outcome
+    });
     if let Some(origin) = origin {
         add_cors(outcome.response.headers_mut(), origin, allowed);
     }

@@ -2,6 +2,7 @@
 //! dispatches it, CORS on every answer, and the long-poll.
 
 pub(crate) mod cors;
+pub mod log;
 pub(crate) mod long_poll;
 pub(crate) mod pipeline;
 pub mod route;

@@ -3,16 +3,25 @@
 //! every answer, refusals included.
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::engine::ports::kv::Counts;
 use crate::engine::surface::cors::{add_cors, preflight, with_cors};
 use crate::engine::surface::route::long_poll_wait;
 use crate::engine::{
     access, base, config, jobs, ports, webhooks, Admission, Admitted, Ctx, Engine, Error, HttpClient, Outcome,
-    Placement, Route, Store, Timer, Timestamp, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
+    Placement, Route, Store, Timer, Timestamp, Trace, MAX_REQUEST_BODY, NO_BODY_LIMIT, SYNC_BODY_LIMIT,
 };
 use crate::engine::{full, header_str};
+
+/// An answer with its request's id (the gateway's span in the request's trace).
+fn traced<B>(mut outcome: Outcome<B>, trace: &Trace) -> Outcome<B> {
+    if let Ok(id) = HeaderValue::from_str(&trace.span_id) {
+        outcome.response.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
+    }
+    outcome.note.trace = Some(trace.clone());
+    outcome
+}
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// The admission of a request, from its head alone: the only place a request's route is
@@ -190,28 +199,38 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         ctx: Ctx,
         clock: &dyn Fn() -> Timestamp,
     ) -> Outcome<H::Body> {
+        let trace = Trace::of(request.headers(), ctx.entropy);
+        let engine = self.traced(&trace);
         let result = match admitted.body_checked {
-            true => self.dispatch(admitted, request, ctx, clock).await,
+            true => engine.dispatch(admitted, request, ctx, clock).await,
             false => {
                 let mut checked = admitted.clone();
-                match self.check_body(&mut checked, &request) {
-                    Ok(()) => self.dispatch(&checked, request, ctx, clock).await,
+                match engine.check_body(&mut checked, &request) {
+                    Ok(()) => engine.dispatch(&checked, request, ctx, clock).await,
                     Err(e) => Err(e),
                 }
             }
         };
-        with_cors(result, admitted.origin.as_deref(), admitted.cors)
+        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &trace)
     }
 
     /// Handles a sync route ([`Admission::Stream`]) whose body streams to the upstream as it
-    /// arrives. Same guarantees as [`Engine::handle`].
-    pub async fn handle_stream(&self, admitted: &Admitted, request: Request<H::Stream>) -> Outcome<H::Body> {
+    /// arrives, with the request's 16 random bytes (its trace's). Same guarantees as
+    /// [`Engine::handle`].
+    pub async fn handle_stream(
+        &self,
+        admitted: &Admitted,
+        request: Request<H::Stream>,
+        entropy: [u8; 16],
+    ) -> Outcome<H::Body> {
+        let trace = Trace::of(request.headers(), entropy);
+        let engine = self.traced(&trace);
         let result = match &admitted.route {
-            Route::WebSocket { subject, target } => self.websocket(subject, target, request).await,
-            route @ (Route::Predict { .. } | Route::Sync { .. }) => self.pass(route, request).await,
+            Route::WebSocket { subject, target } => engine.websocket(subject, target, request).await,
+            route @ (Route::Predict { .. } | Route::Sync { .. }) => engine.pass(route, request).await,
             _ => Err(Error::NotFound { what: "a sync route".to_owned() }),
         };
-        with_cors(result, admitted.origin.as_deref(), admitted.cors)
+        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &trace)
     }
 
     async fn dispatch(

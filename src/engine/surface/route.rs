@@ -95,6 +95,49 @@ impl Route {
         }
     }
 
+    /// The route's name in logs: its operation's, or the inbox's and the preflight's.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Predict { .. } => "predict",
+            Self::Sync { .. } => "sync",
+            Self::WebSocket { .. } => "websocket",
+            Self::OpenAi { .. } => "openai",
+            Self::AsyncPredict { .. } => "async_predict",
+            Self::QueueStatus { .. } => "queue_status",
+            Self::Wake { .. } => "wake",
+            Self::Status { .. } => "status",
+            Self::Cancel { .. } => "cancel",
+            Self::Sweep => "sweep",
+            Self::StoreCheck => "store_check",
+            Self::MintToken => "mint_token",
+            Self::WebhookInbox { .. } => "webhook_inbox",
+            Self::Preflight => "preflight",
+        }
+    }
+
+    /// The deployment target the path names, if any.
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Predict { target, .. }
+            | Self::AsyncPredict { target, .. }
+            | Self::QueueStatus { target, .. }
+            | Self::Wake { target, .. }
+            | Self::Sync { target, .. }
+            | Self::WebSocket { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The job the path names, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Status { request_id, .. }
+            | Self::Cancel { request_id, .. }
+            | Self::WebhookInbox { request_id, .. } => Some(request_id),
+            _ => None,
+        }
+    }
+
     /// The model or chain the path names, if any.
     pub fn subject(&self) -> Option<&Subject> {
         match self {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use crate::engine::base::{json_response, Error, Subject, Target};
+use crate::engine::base::{json_response, Error, Subject, Target, Trace};
 use crate::engine::config::Upstream;
 use crate::engine::ports::http_client::HttpClient;
 use crate::engine::surface::route::Route;
@@ -53,19 +53,35 @@ pub(crate) enum Errors {
 pub(crate) const SMALL_BODY_LIMIT: usize = 64 * 1024;
 
 /// A request to `url` (see [`Upstream::url`]) carrying the upstream's own key (its value,
-/// [`Config::secret`](crate::engine::Config::secret) of the upstream's `api_key`).
-pub(crate) fn upstream_request<B>(api_key: &str, method: Method, url: String, body: B) -> Request<B> {
+/// [`Config::secret`](crate::engine::Config::secret) of the upstream's `api_key`), and the
+/// trace it is made for: the caller's request's, or for a job's calls the job's.
+pub(crate) fn upstream_request<B>(
+    api_key: &str,
+    trace: Option<&Trace>,
+    method: Method,
+    url: String,
+    body: B,
+) -> Request<B> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = url.parse().unwrap_or_default();
     if let Ok(auth) = HeaderValue::from_str(&format!("Api-Key {api_key}")) {
         request.headers_mut().insert(header::AUTHORIZATION, auth);
     }
+    if let Some(trace) = trace {
+        trace.add_to(request.headers_mut());
+    }
     request
 }
 
-pub(crate) fn json_request(api_key: &str, method: Method, url: String, body: &Value) -> Request<Bytes> {
-    let mut request = upstream_request(api_key, method, url, Bytes::from(body.to_string()));
+pub(crate) fn json_request(
+    api_key: &str,
+    trace: Option<&Trace>,
+    method: Method,
+    url: String,
+    body: &Value,
+) -> Request<Bytes> {
+    let mut request = upstream_request(api_key, trace, method, url, Bytes::from(body.to_string()));
     request.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     request
 }
@@ -126,7 +142,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         errors: Errors,
     ) -> Result<Outcome<H::Body>, Error> {
         let (parts, body) = request.into_parts();
-        let mut outbound = upstream_request(self.config.secret(&upstream.api_key)?, method, url, body);
+        let mut outbound = upstream_request(self.config.secret(&upstream.api_key)?, self.trace, method, url, body);
         for name in PASSED_ON {
             if let Some(value) = parts.headers.get(name) {
                 outbound.headers_mut().insert(HeaderName::from_static(name), value.clone());
@@ -179,8 +195,13 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         }
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, "websocket", true)?;
-        let mut outbound =
-            upstream_request(self.config.secret(&upstream.api_key)?, Method::GET, url, H::stream_of(Bytes::new()));
+        let mut outbound = upstream_request(
+            self.config.secret(&upstream.api_key)?,
+            self.trace,
+            Method::GET,
+            url,
+            H::stream_of(Bytes::new()),
+        );
         outbound.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Some(protocols) = request.headers().get(header::SEC_WEBSOCKET_PROTOCOL) {
             outbound.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
@@ -201,7 +222,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn queue_status(&self, subject: &Subject, target: &Target) -> Result<Response<Bytes>, Error> {
         let upstream = self.config.upstream(subject)?;
         let url = upstream.url(target, "async_queue_status", true)?;
-        let request = upstream_request(self.config.secret(&upstream.api_key)?, Method::GET, url, Bytes::new());
+        let request =
+            upstream_request(self.config.secret(&upstream.api_key)?, self.trace, Method::GET, url, Bytes::new());
         let (status, body) = self.call(request).await?;
         if !status.is_success() {
             return Ok(passthrough(status, body));
@@ -222,6 +244,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         let upstream = self.config.upstream(subject)?;
         let request = upstream_request(
             self.config.secret(&upstream.api_key)?,
+            self.trace,
             Method::POST,
             upstream.url(target, "wake", true)?,
             Bytes::new(),

@@ -53,6 +53,9 @@ pub(crate) fn delivery_request(
             set("webhook-signature", standard_sign(&key, &msg_id, now.secs(), &body));
         }
     }
+    if let Some(trace) = &job.trace {
+        trace.add_to(request.headers_mut());
+    }
     *request.body_mut() = Bytes::from(body);
     request
 }

@@ -43,9 +43,11 @@ use worker::{event, Context, Env};
 use self::config::load_config;
 use self::fetch::{FetchClient, WorkerStream};
 use self::limits::limits_object;
-use self::runtime::{entropy, error_response, into_response, now, read_request, request_head};
+use self::runtime::{clock_ms, entropy, now, read_request, request_head, Meter};
 use self::sql::SqlStore;
 use crate::engine::ports::counters::Taken;
+use crate::engine::ports::http_client::Timed;
+use crate::engine::surface::log::refusal_line;
 use crate::engine::{Admission, Admitted, Body, Ctx, Engine, Error, Placement, StoreError};
 
 const JOBS_BINDING: &str = "JOBS";
@@ -68,20 +70,28 @@ pub(crate) fn job_object(request_id: &str) -> String {
 
 #[event(fetch)]
 async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let began_ms = clock_ms();
+    let http = Timed::new(FetchClient, &clock_ms);
+    let mut meter = Meter { received_at: now(), began_ms, http: &http, bytes_in: None };
+    let refused = |meter: &Meter, e: &Error, response: http::Response<Bytes>| {
+        let status = response.status();
+        meter.answer(response.map(Body::Full), |m| refusal_line(status, e.code(), m))
+    };
     let config = match load_config(&env) {
         Ok(c) => c,
         Err(e) => {
             // The operator's log names the whole field; the caller is told its top level only.
             worker::console_error!("{e}");
-            return Ok(error_response(&e));
+            return Ok(refused(&meter, &e, e.to_response()));
         }
     };
     let entropy = entropy();
-    let engine = Engine::new(&config, &SqlStore::STATELESS, &FetchClient);
+    let engine = Engine::new(&config, &SqlStore::STATELESS, &http);
     let head = match request_head(&raw) {
         Ok(head) => head,
-        Err(e) => return Ok(error_response(&e)),
+        Err(e) => return Ok(refused(&meter, &e, e.to_response())),
     };
+    meter.bytes_in = head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     // Credentials and announced size first: a refused request reads no body, touches no object.
     let (mut admitted, streamed) = match engine.admit(&head, now()) {
         Admission::Refuse(e) => {
@@ -89,7 +99,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
             if let Some(body) = raw.body() {
                 let _ = body.cancel();
             }
-            return Ok(into_response(engine.refusal(&head, &e, now()).map(Body::Full)));
+            return Ok(refused(&meter, &e, engine.refusal(&head, &e, now())));
         }
         Admission::Stream(admitted) => (admitted, true),
         Admission::Read(admitted) => (admitted, false),
@@ -98,45 +108,48 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
         if let Some(body) = raw.body() {
             let _ = body.cancel();
         }
-        return Ok(into_response(admitted.refusal(&e).map(Body::Full)));
+        return Ok(meter.refuse(&admitted, &e));
     }
     if streamed {
         // A sync route: the runtime's own body stream goes to the upstream and the answer
         // back, neither read here.
         let limit = admitted.body_limit();
         let request = head.map(|()| WorkerStream::Caller { body: raw.body(), limit });
-        let outcome = engine.handle_stream(&admitted, request).await;
+        let outcome = engine.handle_stream(&admitted, request, entropy).await;
         // A body refused before it went upstream is canceled (see above).
         if let Some(body) = raw.body().filter(|b| !b.locked()) {
             let _ = body.cancel();
         }
-        return Ok(into_response(outcome.response));
+        let status = outcome.response.status();
+        return Ok(meter.answer(outcome.response, |m| admitted.log_line(status, &outcome.note, m)));
     }
-    let refuse = |admitted: &Admitted, e: &Error| into_response(admitted.refusal(e).map(Body::Full));
     let request = match worker::request_from_wasm(raw) {
         Ok(request) => read_request(request, admitted.body_limit()).await,
         Err(e) => Err(Error::MalformedJson { message: format!("the request could not be read: {e}") }),
     };
     let request = match request {
         Ok(r) => r,
-        Err(e) => return Ok(refuse(&admitted, &e)),
+        Err(e) => return Ok(meter.refuse(&admitted, &e)),
     };
+    meter.bytes_in = Some(request.body().len() as u64);
     // A forged delivery is refused here, before the job's object is touched.
     if let Err(e) = engine.check_body(&mut admitted, &request) {
-        return Ok(refuse(&admitted, &e));
+        return Ok(meter.refuse(&admitted, &e));
     }
     match engine.placement(&admitted, &request, entropy) {
         // Each object sweeps itself at its alarm: `/_sweep` has no store to sweep here.
         Placement::Stateless | Placement::Store => {
             let outcome = engine.handle(&admitted, request, Ctx::new(now(), entropy)).await;
-            Ok(into_response(outcome.response))
+            let status = outcome.response.status();
+            Ok(meter.answer(outcome.response, |m| admitted.log_line(status, &outcome.note, m)))
         }
+        // The job's object answers, with its Server-Timing, and logs the request.
         Placement::Job(request_id) => match forward(&env, &request_id, request, entropy).await {
             Ok(response) => Ok(response),
             Err(e) => {
                 // Still the gateway's JSON, with CORS: the caller may retry.
                 worker::console_error!("job object {request_id}: {e}");
-                Ok(refuse(&admitted, &Error::Store(StoreError::new("the job's object could not be reached"))))
+                Ok(meter.refuse(&admitted, &Error::Store(StoreError::new("the job's object could not be reached"))))
             }
         },
     }

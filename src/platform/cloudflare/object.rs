@@ -10,10 +10,12 @@ use worker::{durable_object, DurableObject, Env, HttpRequest, State};
 
 use super::config::load_config;
 use super::fetch::FetchClient;
-use super::runtime::{alarm_date, entropy, error_response, into_response, now, read_request, WorkerTimer};
+use super::runtime::{alarm_date, clock_ms, entropy, now, read_request, Meter, WorkerTimer};
 use super::sql::SqlStore;
 use super::ENTROPY_HEADER;
-use crate::engine::{Admission, Admitted, Body, Engine, Error, Outcome, StoreError, Timestamp};
+use crate::engine::ports::http_client::Timed;
+use crate::engine::surface::log::refusal_line;
+use crate::engine::{Admission, Body, Engine, Error, Outcome, StoreError, Timestamp};
 
 /// How soon an alarm that found the configuration unusable runs again.
 const CONFIG_RETRY_MS: u64 = 10_000;
@@ -52,16 +54,26 @@ impl DurableObject for JobObject {
     }
 
     async fn fetch(&self, request: worker::Request) -> worker::Result<worker::Response> {
+        let began_ms = clock_ms();
+        let http = Timed::new(FetchClient, &clock_ms);
+        let mut meter = Meter { received_at: now(), began_ms, http: &http, bytes_in: None };
+        let refused = |meter: &Meter, e: &Error, response: http::Response<bytes::Bytes>| {
+            let status = response.status();
+            meter.answer(response.map(Body::Full), |m| refusal_line(status, e.code(), m))
+        };
         let config = match load_config(&self.env) {
             Ok(c) => c,
-            Err(e) => return Ok(error_response(&e)),
+            Err(e) => return Ok(refused(&meter, &e, e.to_response())),
         };
         let request = match http::Request::try_from(request) {
             Ok(r) => r,
-            Err(e) => return Ok(error_response(&Error::Store(StoreError::new(e.to_string())))),
+            Err(e) => {
+                let e = Error::Store(StoreError::new(e.to_string()));
+                return Ok(refused(&meter, &e, e.to_response()));
+            }
         };
         let store = self.store();
-        let engine = Engine::new(&config, &store, &FetchClient);
+        let engine = Engine::new(&config, &store, &http);
         // Every answer from here on is the engine's: JSON, with CORS for the caller's origin.
         let (mut parts, body) = request.into_parts();
         let entropy = parts
@@ -74,30 +86,32 @@ impl DurableObject for JobObject {
         let head = Request::from_parts(parts, ());
         let mut admitted = match engine.admit(&head, now()) {
             Admission::Read(admitted) => admitted,
-            Admission::Refuse(e) => return Ok(into_response(engine.refusal(&head, &e, now()).map(Body::Full))),
+            Admission::Refuse(e) => return Ok(refused(&meter, &e, engine.refusal(&head, &e, now()))),
             // Sync routes are stateless: the Worker never sends one here.
             Admission::Stream(admitted) => {
                 let e = Error::NotFound { what: "a sync route in a job's object".to_owned() };
-                return Ok(into_response(admitted.refusal(&e).map(Body::Full)));
+                return Ok(meter.refuse(&admitted, &e));
             }
         };
-        let refuse = |admitted: &Admitted, e: &Error| Ok(into_response(admitted.refusal(e).map(Body::Full)));
         let (parts, ()) = head.into_parts();
         let request = match read_request(HttpRequest::from_parts(parts, body), admitted.body_limit()).await {
             Ok(r) => r,
-            Err(e) => return refuse(&admitted, &e),
+            Err(e) => return Ok(meter.refuse(&admitted, &e)),
         };
+        meter.bytes_in = Some(request.body().len() as u64);
         if let Err(e) = engine.check_body(&mut admitted, &request) {
-            return refuse(&admitted, &e);
+            return Ok(meter.refuse(&admitted, &e));
         }
         // Long-polls are held here, in the job's object: timers keep it alive, not busy.
-        let Outcome { response, wake_at, .. } = engine.handle_held(&admitted, request, entropy, &WorkerTimer).await;
+        let Outcome { response, wake_at, note, .. } =
+            engine.handle_held(&admitted, request, entropy, &WorkerTimer).await;
         if let Err(e) = self.schedule(wake_at).await {
             // The job's schedule is its alarm: without it, say so (503, retry) rather than 200.
             worker::console_error!("alarm not set: {e}");
-            return refuse(&admitted, &Error::Store(StoreError::new("the job's alarm could not be set")));
+            return Ok(meter.refuse(&admitted, &Error::Store(StoreError::new("the job's alarm could not be set"))));
         }
-        Ok(into_response(response))
+        let status = response.status();
+        Ok(meter.answer(response, |m| admitted.log_line(status, &note, m)))
     }
 
     async fn alarm(&self) -> worker::Result<worker::Response> {
@@ -113,7 +127,9 @@ impl DurableObject for JobObject {
             }
         };
         let store = self.store();
-        let report = Engine::new(&config, &store, &FetchClient).sweep(&now).await;
+        // The same engine type as `fetch`'s: one copy of the engine in the Worker's wasm.
+        let http = Timed::new(FetchClient, &clock_ms);
+        let report = Engine::new(&config, &store, &http).sweep(&now).await;
         if report.failed > 0 {
             let first = report.first_error.as_deref().unwrap_or_default();
             worker::console_error!("sweep: {} job(s) failed and stay due; first: {first}", report.failed);

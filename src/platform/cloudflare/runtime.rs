@@ -6,11 +6,62 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use worker::{Date, Delay, HttpRequest};
 
-use super::fetch::UpstreamBody;
-use crate::engine::{Body, Error, Timer, Timestamp};
+use super::fetch::{FetchClient, UpstreamBody};
+use crate::engine::ports::http_client::Timed;
+use crate::engine::{Admitted, Body, Error, Measured, Note, Timer, Timestamp};
 
 pub(super) fn now() -> Timestamp {
     Timestamp::from_millis(Date::now().as_millis())
+}
+
+/// The clock in milliseconds, for what a request measures. (workerd's clock moves with I/O,
+/// not while a request computes: a request's own compute shows as no time.)
+pub(super) fn clock_ms() -> f64 {
+    worker::js_sys::Date::now()
+}
+
+/// One request's clock and what it measured: the `Server-Timing` of its answer and its log
+/// line (on the console, which Workers Logs keeps).
+pub(super) struct Meter<'c> {
+    pub(super) received_at: Timestamp,
+    pub(super) began_ms: f64,
+    pub(super) http: &'c Timed<'c, FetchClient>,
+    pub(super) bytes_in: Option<u64>,
+}
+
+impl Meter<'_> {
+    /// The answer with its `Server-Timing`, after its log line.
+    pub(super) fn answer(
+        &self,
+        mut response: Response<Body<UpstreamBody>>,
+        line: impl FnOnce(&Measured) -> String,
+    ) -> worker::Response {
+        let bytes_out = match response.body() {
+            Body::Full(bytes) => Some(bytes.len() as u64),
+            Body::Upstream(_) => {
+                response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+            }
+        };
+        let measured = Measured {
+            received_at: self.received_at,
+            duration_ms: clock_ms() - self.began_ms,
+            upstream_ms: self.http.waited_ms(),
+            upstream_status: self.http.status(),
+            bytes_in: self.bytes_in,
+            bytes_out,
+        };
+        response.headers_mut().insert("server-timing", measured.server_timing());
+        worker::console_log!("{}", line(&measured));
+        into_response(response)
+    }
+
+    /// The answer to an admitted request refused with `e`.
+    pub(super) fn refuse(&self, admitted: &Admitted, e: &Error) -> worker::Response {
+        let note = Note { error_code: Some(e.code()), ..Note::default() };
+        let response = admitted.refusal(e).map(Body::Full);
+        let status = response.status();
+        self.answer(response, |m| admitted.log_line(status, &note, m))
+    }
 }
 
 pub(super) fn entropy() -> [u8; 16] {
@@ -49,10 +100,6 @@ pub(super) fn into_response(response: Response<Body<UpstreamBody>>) -> worker::R
         Body::Upstream(UpstreamBody { stream: Some(stream), .. }) => builder.stream(stream),
         Body::Upstream(UpstreamBody { stream: None, .. }) => builder.empty(),
     }
-}
-
-pub(super) fn error_response(e: &Error) -> worker::Response {
-    into_response(e.to_response().map(Body::Full))
 }
 
 /// The request's head, read from the runtime's request without touching its body.

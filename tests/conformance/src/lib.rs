@@ -45,6 +45,8 @@ pub trait Gateway: Send + Sync {
     fn stop(&self);
     /// The process group the gateway runs in (its runtime and helpers), while it runs.
     fn process_group(&self) -> Option<u32>;
+    /// Everything the gateway's runtime has written so far (its log lines among it).
+    fn logs(&self) -> String;
 }
 
 /// The resident memory of a process group: `(now, peak since the last reset)` in KiB, summed

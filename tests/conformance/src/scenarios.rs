@@ -68,6 +68,7 @@ pub fn all() -> Vec<(&'static str, Scenario)> {
         a_sync_token_cannot_walk_out_of_sync_with_dot_segments,
         long_poll_answers_when_the_job_ends,
         exactly_a_keys_quota_of_concurrent_requests_pass,
+        a_callers_trace_reaches_the_model_and_each_request_is_logged,
         the_store_keeps_the_engines_contract,
         durability_across_a_hard_kill,
     ]
@@ -1213,6 +1214,89 @@ async fn exactly_a_keys_quota_of_concurrent_requests_pass(w: Arc<World>) {
         return;
     }
     panic!("three bursts in a row each straddled a minute");
+}
+
+/// A caller's W3C `traceparent` reaches the model (its trace id, the gateway's span as the
+/// parent); the answer names the request (`X-Request-Id`) and the gateway's part in it
+/// (`Server-Timing`); and the runtime's output has the request's one JSON log line, with every
+/// field an operator reads and no key, secret or body. Through a job too: its submission
+/// carries the submitting request's trace.
+async fn a_callers_trace_reaches_the_model_and_each_request_is_logged(w: Arc<World>) {
+    let trace_id = crate::sha256_hex(&w.unique("trace"))[..32].to_owned();
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let marker = w.unique("a-body-no-log-may-hold");
+    let headers = [("traceparent", traceparent.as_str()), ("tracestate", "congo=t61rcWkgMzE")];
+    let a = w
+        .api
+        .send("POST", "/models/demo/production/predict", Some(keys::FULL), &headers, Body::Json(json!({"m": marker})))
+        .await;
+    a.expect(200);
+    let request_id = a.header("x-request-id").expect("X-Request-Id").to_owned();
+    let timing = a.header("server-timing").expect("Server-Timing").to_owned();
+    assert!(timing.starts_with("gateway;dur=") && timing.contains("upstream;dur="), "{timing}");
+    let reached = w.upstream.traceparents();
+    let sent = reached.iter().find(|t| t.contains(&trace_id)).expect("the model got the caller's trace");
+    assert_eq!(sent, &format!("00-{trace_id}-{request_id}-01"), "the gateway's span is the parent");
+
+    // An async submit: the job's submission carries the trace of the request that made it.
+    let (target, _) = own_target(&w);
+    let submit = format!("/models/demo/{target}/async_predict");
+    let job_trace = crate::sha256_hex(&w.unique("job-trace"))[..32].to_owned();
+    let job_parent = format!("00-{job_trace}-00f067aa0ba902b7-01");
+    let answer = w
+        .api
+        .send(
+            "POST",
+            &submit,
+            Some(keys::FULL),
+            &[("traceparent", &job_parent)],
+            Body::Json(json!({"model_input": {}})),
+        )
+        .await;
+    let job_id = answer.request_id();
+    let submit_span = answer.header("x-request-id").unwrap().to_owned();
+    let submitted = w.upstream.traceparents();
+    assert!(submitted.contains(&format!("00-{job_trace}-{submit_span}-01")), "{submitted:?}");
+
+    let line = crate::client::eventually("the request's log line", 20 * SECOND, || async {
+        let logs = w.gateway.logs();
+        logs.lines()
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .find(|l| l["request_id"] == request_id.as_str())
+            .ok_or_else(|| format!("no line with request_id {request_id}"))
+    })
+    .await;
+    for (field, value) in [
+        ("route", json!("predict")),
+        ("key_id", json!("full")),
+        ("model", json!("demo")),
+        ("target", json!("production")),
+        ("status", json!(200)),
+        ("upstream_status", json!(200)),
+        ("trace_id", json!(trace_id)),
+        ("error_code", json!(null)),
+    ] {
+        assert_eq!(line[field], value, "{field} in {line}");
+    }
+    for field in ["time", "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "job_id"] {
+        assert!(line.get(field).is_some(), "{field} in {line}");
+    }
+    assert!(line["duration_ms"].as_f64().unwrap() >= line["upstream_ms"].as_f64().unwrap(), "{line}");
+    let job_line = crate::client::eventually("the submit's log line", 20 * SECOND, || async {
+        let logs = w.gateway.logs();
+        logs.lines()
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .find(|l| l["request_id"] == submit_span.as_str())
+            .ok_or_else(|| "no line for the submit".to_owned())
+    })
+    .await;
+    assert_eq!((job_line["route"].clone(), job_line["job_id"].clone()), (json!("async_predict"), json!(job_id)));
+    let logs = w.gateway.logs();
+    for secret in [keys::FULL, crate::secrets::UPSTREAM_API_KEY, marker.as_str()] {
+        assert!(!logs.contains(secret), "the gateway's output holds {secret}");
+    }
 }
 
 async fn the_store_keeps_the_engines_contract(w: Arc<World>) {

@@ -88,6 +88,19 @@ impl SpinHost {
         self.logs.join(format!("spin-{}-{n}.log", self.port))
     }
 
+    /// What Spin and the components printed: Spin's own output, and the components'
+    /// standard output and error it keeps in its log directory.
+    pub fn output(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&self.logs).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("spin-{}-", self.port)) || name.ends_with(".txt") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+
     async fn launch(&self) -> Result<(), String> {
         let n = {
             let mut starts = self.starts.lock().unwrap();
@@ -231,5 +244,9 @@ impl Gateway for SpinGateway {
 
     fn process_group(&self) -> Option<u32> {
         self.host.process_group()
+    }
+
+    fn logs(&self) -> String {
+        self.host.output()
     }
 }

@@ -80,8 +80,13 @@ impl WorkerGateway {
 
     /// Whether any of the gateway's logs so far contains `text` (its `console.error` lines).
     pub fn logged(&self, text: &str) -> bool {
+        self.output().contains(text)
+    }
+
+    /// What wrangler and workerd printed, every start's.
+    fn output(&self) -> String {
         let starts = *self.starts.lock().unwrap();
-        (1..=starts).any(|n| std::fs::read_to_string(self.log_path(n)).is_ok_and(|log| log.contains(text)))
+        (1..=starts).filter_map(|n| std::fs::read_to_string(self.log_path(n)).ok()).collect()
     }
 
     fn log_path(&self, n: u32) -> PathBuf {
@@ -177,6 +182,10 @@ impl Gateway for WorkerGateway {
 
     fn process_group(&self) -> Option<u32> {
         self.child.lock().unwrap().as_ref().map(std::process::Child::id)
+    }
+
+    fn logs(&self) -> String {
+        self.output()
     }
 }
 

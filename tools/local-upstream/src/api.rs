@@ -79,6 +79,9 @@ async fn handle(State(app): State<Arc<Shared>>, req: Request) -> Response {
             "missing or invalid API key; send `Authorization: Api-Key <key>` or `Authorization: Bearer <key>`",
         );
     }
+    if let Some(traceparent) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        app.note_traceparent(traceparent);
+    }
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
     let Some(route) = route::parse(host.as_deref(), req.uri().path()) else {
         return not_found(format!("no route for {}", req.uri().path()));

@@ -99,6 +99,11 @@ impl ServerHandle {
         self.shared.accepted(deployment_id)
     }
 
+    /// The W3C `traceparent` of every request received that carried one, oldest first.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.shared.traceparents()
+    }
+
     /// The webhook endpoints of every async request accepted since the server started.
     pub fn webhook_endpoints(&self) -> Vec<String> {
         self.shared.webhook_endpoints()

@@ -139,7 +139,13 @@ struct State {
     next_seq: u64,
     /// Async requests ever accepted, per deployment (tests count upstream submissions).
     accepted: HashMap<String, usize>,
+    /// The W3C `traceparent` of every request that carried one, oldest first (the last
+    /// [`TRACEPARENTS_KEPT`]): what a test reads to see a caller's trace reach the model.
+    traceparents: std::collections::VecDeque<String>,
 }
+
+/// How many `traceparent`s are kept.
+const TRACEPARENTS_KEPT: usize = 10_000;
 
 /// What a cancel request did.
 #[derive(Debug)]
@@ -402,6 +408,20 @@ impl Shared {
     /// The webhook endpoints of every async request accepted since the server started.
     pub fn webhook_endpoints(&self) -> Vec<String> {
         self.lock().jobs.values().filter_map(|j| j.submission.webhook_endpoint.clone()).collect()
+    }
+
+    /// Notes a request's `traceparent`.
+    pub fn note_traceparent(&self, value: &str) {
+        let mut state = self.lock();
+        if state.traceparents.len() == TRACEPARENTS_KEPT {
+            state.traceparents.pop_front();
+        }
+        state.traceparents.push_back(value.to_owned());
+    }
+
+    /// The `traceparent`s of requests received, oldest first.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.lock().traceparents.iter().cloned().collect()
     }
 
     /// How many async requests a deployment has accepted since the server started.
