@@ -145,7 +145,7 @@ fn requests_are_admitted_from_their_head_alone() {
         if let Some((name, value)) = extra {
             r.headers_mut().insert(http::HeaderName::from_static(name), value.parse().unwrap());
         }
-        w.engine().admit(&r, w.now())
+        w.engine().admit(&r, w.now(), [0; 16])
     };
     let submit = "/models/demo/production/async_predict";
     let twenty_mb = 20 * 1024 * 1024;
@@ -208,7 +208,7 @@ fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
         if let Some(origin) = origin {
             r.headers_mut().insert("origin", origin.parse().unwrap());
         }
-        match w.engine().admit(&r, w.now()) {
+        match w.engine().admit(&r, w.now(), [0; 16]) {
             Admission::Refuse(e) => e.code().to_owned(),
             Admission::Read(a) | Admission::Stream(a) => format!("read {}", a.body_limit()),
         }
@@ -237,7 +237,7 @@ fn every_refusal_is_decided_from_the_head_and_bodiless_routes_read_little() {
     }
     let small = |method: &str, path: &str, key: Option<&str>| {
         let r = w.request(method, path, key, "");
-        w.engine().admit(&r, w.now())
+        w.engine().admit(&r, w.now(), [0; 16])
     };
     assert_eq!(admitted(small("OPTIONS", "/anything", None)), ("read", 0));
     for (method, path) in [("POST", "/_sweep"), ("POST", "/browser_tokens"), ("POST", "/models/demo/production/wake")] {

@@ -218,7 +218,9 @@ fn every_request_for_a_job_is_placed_with_the_one_id_that_names_its_place() {
     use edge_predict::engine::{Admission, Placement};
     let w = World::new();
     let place = |req: &http::Request<Bytes>, entropy: [u8; 16]| {
-        let Admission::Read(admitted) = w.engine().admit(req, w.now()) else { panic!("{} refused", req.uri()) };
+        let Admission::Read(admitted) = w.engine().admit(req, w.now(), [0; 16]) else {
+            panic!("{} refused", req.uri())
+        };
         match w.engine().placement(&admitted, req, entropy) {
             Placement::Job(id) => id,
             other => panic!("{} {} placed {other:?}", req.method(), req.uri()),

@@ -93,7 +93,7 @@ fn a_requests_log_line_has_every_field_and_nothing_secret() {
     let engine = w.engine();
     let body = json!({"model_input": {"prompt": "a secret prompt"}}).to_string();
     let request = with_trace(w.request("POST", "/models/demo/production/async_predict", Some(KEY), body.clone()));
-    let Admission::Read(admitted) = engine.admit(&request, w.now()) else { panic!("refused") };
+    let Admission::Read(admitted) = engine.admit(&request, w.now(), [9; 16]) else { panic!("refused") };
     let outcome = pollster::block_on(engine.handle(&admitted, request, Ctx::new(w.now(), [9; 16])));
     let status = outcome.response.status();
     let measured = Measured {
@@ -107,7 +107,7 @@ fn a_requests_log_line_has_every_field_and_nothing_secret() {
     let line = admitted.log_line(status, &outcome.note, &measured);
     assert!(!line.contains('\n'), "one line");
     let fields: Value = serde_json::from_str(&line).unwrap();
-    let trace = outcome.note.trace.as_ref().unwrap();
+    let trace = admitted.trace();
     let expected = json!({
         "time": Timestamp::from_millis(support::T0).rfc3339(),
         "request_id": trace.span_id, "trace_id": CALLER_TRACE,
@@ -122,10 +122,52 @@ fn a_requests_log_line_has_every_field_and_nothing_secret() {
     }
     // An error is named by its code.
     let request = w.request("GET", "/async_request/00000000000000000000000000000000", Some(KEY), "");
-    let Admission::Read(admitted) = engine.admit(&request, w.now()) else { panic!("refused") };
+    let Admission::Read(admitted) = engine.admit(&request, w.now(), [10; 16]) else { panic!("refused") };
     let outcome = pollster::block_on(engine.handle(&admitted, request, Ctx::new(w.now(), [10; 16])));
     let fields: Value =
         serde_json::from_str(&admitted.log_line(outcome.response.status(), &outcome.note, &measured)).unwrap();
     assert_eq!((fields["status"].clone(), fields["error_code"].clone()), (json!(404), json!("REQUEST_NOT_FOUND")));
     assert_eq!(fields["job_id"], "00000000000000000000000000000000");
+}
+
+/// Each job transition and each webhook attempt is a log line of its own (what the job's
+/// place writes when it changes the record), with the job's trace; never its input, output or
+/// webhook endpoint.
+#[test]
+fn a_jobs_transitions_and_webhook_attempts_are_logged() {
+    let w = World::new();
+    let lines = std::cell::RefCell::new(Vec::<String>::new());
+    let sink = |line: &str| lines.borrow_mut().push(line.to_owned());
+    let engine = edge_predict::engine::Engine::new(&w.config, &w.store, &w.net).with_log(&sink);
+    let serve = |request, entropy: u8| {
+        let ctx = Ctx::new(w.now(), [entropy; 16]);
+        pollster::block_on(engine.serve(request, ctx, &w.counts, &support::WorldClock(&w)))
+    };
+    let endpoint = "https://hooks.example.com/done?token=receiver-secret";
+    let body = json!({"model_input": {"prompt": "a secret prompt"}, "webhook_endpoint": endpoint});
+    let submitted =
+        serve(with_trace(w.request("POST", "/models/demo/production/async_predict", Some(KEY), body.to_string())), 1);
+    assert_eq!(submitted.response.status(), 201);
+    let id = submitted.note.job_id.clone().unwrap();
+    w.set_upstream_status(&id, "SUCCEEDED");
+    let delivered =
+        serve(w.inbox_delivery(&id, json!({"answer": "a secret output"}), json!([]), support::INBOUND_SECRET), 2);
+    assert_eq!(delivered.response.status(), 200);
+    let _ = pollster::block_on(engine.sweep(&|| w.now()));
+    let events: Vec<Value> = lines.borrow().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |event: &str| events.iter().filter(|e| e["event"] == event).cloned().collect::<Vec<_>>();
+    let moves: Vec<(Value, Value)> = of("job_status").iter().map(|e| (e["from"].clone(), e["to"].clone())).collect();
+    assert_eq!(moves, [(Value::Null, json!("QUEUED")), (json!("QUEUED"), json!("SUCCEEDED"))], "{events:?}");
+    let attempts = of("webhook_attempt");
+    assert_eq!(attempts.len(), 1, "{events:?}");
+    assert_eq!((attempts[0]["attempt"].clone(), attempts[0]["status_code"].clone()), (json!(1), json!(200)));
+    assert_eq!(attempts[0]["webhook_status"], "SUCCEEDED");
+    for event in &events {
+        assert_eq!((event["job_id"].as_str(), event["key_id"].as_str()), (Some(id.as_str()), Some("main")));
+        assert_eq!(event["trace_id"], CALLER_TRACE);
+    }
+    let all = lines.borrow().join("\n");
+    for secret in ["a secret prompt", "a secret output", "receiver-secret", "hooks.example.com", KEY, UPSTREAM_KEY] {
+        assert!(!all.contains(secret), "{secret} in {all}");
+    }
 }

@@ -88,7 +88,7 @@ fn a_signed_result_replayed_to_another_jobs_inbox_is_refused_even_before_that_jo
         // Refused from the request's head: before its body is read or any store is touched.
         let head =
             http::Request::post(url.as_str()).header("x-baseten-signature", "v1=00").header("content-length", "100");
-        let admission = w.engine().admit(&head.body(()).unwrap(), w.now());
+        let admission = w.engine().admit(&head.body(()).unwrap(), w.now(), [0; 16]);
         assert!(matches!(admission, edge_predict::engine::Admission::Refuse(_)), "{url}");
     }
     assert_eq!(w.snapshot(), before, "Y is untouched");

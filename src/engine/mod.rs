@@ -16,7 +16,7 @@
 //! `platform/`). A request is parsed and authenticated once, by [`Engine::admit`]; every
 //! later step reads the [`Admitted`] value it returns.
 //!
-//! 1. [`Engine::admit`] on the head alone, at the time it arrived. [`Admission::Refuse`]:
+//! 1. [`Engine::admit`] on the head alone, at the time it arrived, with its 16 random bytes. [`Admission::Refuse`]:
 //!    answer [`Engine::refusal`] and stop, having read no body and opened no store.
 //!    [`Admission::Stream`]: a sync route, whose body goes to [`Engine::handle_stream`] as it
 //!    arrives (no store). [`Admission::Read`]: read at most [`Admitted::body_limit`] bytes
@@ -128,6 +128,8 @@ pub struct Admitted {
     body_limit: usize,
     /// Whether [`Engine::check_body`] passed (else [`Engine::handle`] checks it).
     body_checked: bool,
+    /// The request's place in its trace (and its id, the gateway's span).
+    trace: Trace,
 }
 
 impl Admitted {
@@ -156,7 +158,13 @@ impl Admitted {
         if let Some(origin) = &self.origin {
             surface::cors::add_cors(response.headers_mut(), origin, self.cors);
         }
+        surface::pipeline::add_request_id(response.headers_mut(), &self.trace);
         response
+    }
+
+    /// The request's trace: the caller's continued, or one started at admission.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
     }
 }
 
@@ -216,11 +224,10 @@ impl<B> Outcome<B> {
     }
 }
 
-/// What the engine knows of how a request went, for its log line: its trace, the gateway's
-/// error code if it ended in one, the job it made or named.
+/// What the engine knows of how a request went, for its log line: the gateway's error code
+/// if it ended in one, the job it made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Note {
-    pub trace: Option<Trace>,
     pub error_code: Option<&'static str>,
     pub job_id: Option<String>,
 }
@@ -253,6 +260,19 @@ pub struct Engine<'a, S, H> {
     pub store: &'a S,
     pub http: &'a H,
     pub(crate) trace: Option<&'a Trace>,
+    /// Where a job's transitions and webhook attempts are logged, one JSON line each.
+    pub(crate) log: Option<LogSink<'a>>,
+}
+
+/// Where the engine writes the log lines of what happens to jobs (the adapter's standard
+/// output or console).
+#[derive(Clone, Copy)]
+pub struct LogSink<'a>(pub &'a dyn Fn(&str));
+
+impl std::fmt::Debug for LogSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
 }
 
 impl<S, H> Clone for Engine<'_, S, H> {
@@ -265,7 +285,12 @@ impl<S, H> Copy for Engine<'_, S, H> {}
 
 impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     pub fn new(config: &'a Config, store: &'a S, http: &'a H) -> Self {
-        Self { config, store, http, trace: None }
+        Self { config, store, http, trace: None, log: None }
+    }
+
+    /// This engine, writing a line to `log` for each job transition and webhook attempt.
+    pub fn with_log(self, log: &'a dyn Fn(&str)) -> Self {
+        Self { log: Some(LogSink(log)), ..self }
     }
 
     /// This engine handling a request of `trace`.
@@ -273,7 +298,7 @@ impl<'a, S: Store, H: HttpClient> Engine<'a, S, H> {
     where
         'a: 'b,
     {
-        Engine { config: self.config, store: self.store, http: self.http, trace: Some(trace) }
+        Engine { config: self.config, store: self.store, http: self.http, trace: Some(trace), log: self.log }
     }
 }
 

@@ -137,7 +137,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     // Credentials and announced size first: a refused request reads no body, opens no store.
     let gate = Engine::new(&config, &NoStore, &http);
-    let (mut admitted, streamed) = match gate.admit(&request, now()) {
+    let entropy = entropy();
+    let (mut admitted, streamed) = match gate.admit(&request, now(), entropy) {
         Admission::Refuse(e) => {
             let response = gate.refusal(&request, &e, now()).map(Body::Full);
             let status = response.status();
@@ -157,14 +158,13 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             return meter.refuse(out, &admitted, &e);
         }
     }
-    let entropy = entropy();
     if streamed {
         // A sync route: the body streams to the upstream, the answer back, neither gathered.
         let Some(body) = WasiStream::of_caller(&incoming, admitted.body_limit()) else {
             let e = Error::MalformedJson { message: "request body could not be read".to_owned() };
             return meter.refuse(out, &admitted, &e);
         };
-        let outcome = gate.handle_stream(&admitted, request.map(|_| body), entropy).await;
+        let outcome = gate.handle_stream(&admitted, request.map(|_| body)).await;
         let status = outcome.response.status();
         return meter.send(out, outcome.response, |m| admitted.log_line(status, &outcome.note, m));
     }
@@ -189,7 +189,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         Ok(s) => s,
         Err(e) => return meter.refuse(out, &admitted, &Error::Store(e)),
     };
-    let engine = Engine::new(&config, &store, &http);
+    let log = |line: &str| println!("{line}");
+    let engine = Engine::new(&config, &store, &http).with_log(&log);
     let outcome = engine.handle_held(&admitted, request, entropy, &WasiTimer).await;
     let status = outcome.response.status();
     meter.send(out, outcome.response, |m| admitted.log_line(status, &outcome.note, m));

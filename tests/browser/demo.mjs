@@ -80,8 +80,14 @@ try {
   await other.waitForFunction(() => document.getElementById("result").textContent !== "");
   const result = await other.textContent("#result");
   assert.match(result, /^blocked: TypeError/, `cross-origin fetch must be refused by the browser, got: ${result}`);
+  // Its own limited token, refused once over its limit: the page reads why and when to retry.
+  await other.waitForFunction(() => document.getElementById("limited").textContent !== "");
+  const limited = await other.textContent("#limited");
+  assert.match(limited,
+    /^429 retry-after=\d+ policy="requests_per_minute";q=1;w=60 ratelimit="requests_per_minute";r=0;t=\d+ request-id=true$/,
+    `the page reads the 429's fields through CORS, got: ${limited}`);
   await other.screenshot({ path: join(artifacts, "cross-origin.png") });
-  console.log(`cross-origin page: ${result}`);
+  console.log(`cross-origin page: ${result}; limited token: ${limited}`);
 } finally {
   await browser.close();
 }

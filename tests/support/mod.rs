@@ -562,7 +562,7 @@ impl World {
     /// as a future the test can drive.
     pub async fn held<T: Timer>(&self, request: Request<Bytes>, entropy: [u8; 16], timer: &T) -> Outcome<Bytes> {
         let engine = self.engine();
-        let admitted = match engine.admit(&request, timer.now()) {
+        let admitted = match engine.admit(&request, timer.now(), entropy) {
             Admission::Read(admitted) | Admission::Stream(admitted) => admitted,
             Admission::Refuse(e) => panic!("{} {} refused: {e}", request.method(), request.uri()),
         };

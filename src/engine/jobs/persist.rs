@@ -29,6 +29,42 @@ pub(crate) fn due_key(id: &str) -> String {
     format!("due/{id}")
 }
 
+/// The log lines of what a written change did to a job (`before` it, `None` for a job just
+/// created): a status moved, a webhook attempt made. Never the job's input, output or webhook
+/// endpoint (which may hold a secret).
+pub(crate) fn job_events(before: Option<&Job>, after: &Job) -> Vec<String> {
+    let mut lines = Vec::new();
+    let common = |event: &str, time: Timestamp| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("time".into(), time.rfc3339().into());
+        fields.insert("event".into(), event.into());
+        fields.insert("job_id".into(), after.id.clone().into());
+        fields.insert("key_id".into(), after.key_id.clone().into());
+        fields.insert(after.subject.kind().into(), after.subject.id().into());
+        fields.insert("trace_id".into(), after.trace.as_ref().map(|t| t.trace_id.clone()).into());
+        fields
+    };
+    if before.map(|b| b.status) != Some(after.status) {
+        let mut fields = common("job_status", after.status_at);
+        fields.insert("from".into(), serde_json::to_value(before.map(|b| b.status)).unwrap_or_default());
+        fields.insert("to".into(), serde_json::to_value(after.status).unwrap_or_default());
+        fields.insert("errors".into(), after.errors.iter().map(|e| e.code.clone()).collect::<Vec<_>>().into());
+        lines.push(serde_json::Value::Object(fields).to_string());
+    }
+    let attempts = |job: Option<&Job>| job.and_then(|j| j.webhook.as_ref()).map_or(0, |w| w.attempts.len());
+    if let Some(webhook) = after.webhook.as_ref().filter(|_| attempts(Some(after)) > attempts(before)) {
+        for (n, attempt) in webhook.attempts.iter().enumerate().skip(attempts(before)) {
+            let mut fields = common("webhook_attempt", attempt.at);
+            fields.insert("attempt".into(), (n + 1).into());
+            fields.insert("status_code".into(), attempt.status_code.into());
+            fields.insert("error".into(), attempt.error.clone().into());
+            fields.insert("webhook_status".into(), serde_json::to_value(after.webhook_status).unwrap_or_default());
+            lines.push(serde_json::Value::Object(fields).to_string());
+        }
+    }
+    lines
+}
+
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     pub(crate) async fn load(&self, id: &str) -> Result<Option<Job>, Error> {
         Ok(self.load_versioned(id).await?.map(|(job, _)| job))
@@ -55,7 +91,15 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 self.load_versioned(id).await?.ok_or_else(|| Error::RequestNotFound { request_id: id.to_owned() })?;
             let before = job.clone();
             let out = f(&mut job)?;
-            if job == before || self.store.put_if_version(&job_key(id), to_bytes(&job), version).await? {
+            if job == before {
+                return Ok((job, out));
+            }
+            if self.store.put_if_version(&job_key(id), to_bytes(&job), version).await? {
+                if let Some(log) = self.log {
+                    for line in job_events(Some(&before), &job) {
+                        (log.0)(&line);
+                    }
+                }
                 return Ok((job, out));
             }
         }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::engine::base::crypto::sha256;
 use crate::engine::base::{is_request_id, json_response, Error, Subject, Target, Timestamp};
 use crate::engine::config::{ApiKey, Config};
-use crate::engine::jobs::persist::{due_key, job_key, to_bytes};
+use crate::engine::jobs::persist::{due_key, job_events, job_key, to_bytes};
 use crate::engine::jobs::reconcile::upstream_message;
 use crate::engine::jobs::record::{codes, Job, JobError, Status, Submission, Upstream};
 use crate::engine::jobs::request::AsyncRequest;
@@ -135,6 +135,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         if !self.store.put_if_absent(&job_key(&id), to_bytes(&job)).await? {
             // A concurrent request with the same Idempotency-Key created it; it submits.
             return Ok(created(&id, None));
+        }
+        if let Some(log) = self.log {
+            for line in job_events(None, &job) {
+                (log.0)(&line);
+            }
         }
         let job = self.submit_upstream(&id, clock).await?;
         Ok(created(&id, Some(job.next_due(self.config.retention_seconds))))

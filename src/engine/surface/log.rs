@@ -75,8 +75,8 @@ impl Admitted {
     /// for a refusal after admission the error's code).
     pub fn log_line(&self, status: StatusCode, note: &Note, measured: &Measured) -> String {
         let mut fields = measured.fields(status);
-        fields.insert("request_id".into(), note.trace.as_ref().map(|t| t.span_id.as_str()).into());
-        fields.insert("trace_id".into(), note.trace.as_ref().map(|t| t.trace_id.as_str()).into());
+        fields.insert("request_id".into(), self.trace.span_id.as_str().into());
+        fields.insert("trace_id".into(), self.trace.trace_id.as_str().into());
         fields.insert("route".into(), self.route.name().into());
         fields.insert("key_id".into(), self.caller.as_ref().map(|c| c.id.as_str()).into());
         if let Some(subject) = self.route.subject() {

@@ -16,11 +16,14 @@ use crate::engine::{full, header_str};
 
 /// An answer with its request's id (the gateway's span in the request's trace).
 fn traced<B>(mut outcome: Outcome<B>, trace: &Trace) -> Outcome<B> {
-    if let Ok(id) = HeaderValue::from_str(&trace.span_id) {
-        outcome.response.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
-    }
-    outcome.note.trace = Some(trace.clone());
+    add_request_id(outcome.response.headers_mut(), trace);
     outcome
+}
+
+pub(crate) fn add_request_id(headers: &mut HeaderMap, trace: &Trace) {
+    if let Ok(id) = HeaderValue::from_str(&trace.span_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
 }
 
 impl<S: Store, H: HttpClient> Engine<'_, S, H> {
@@ -34,7 +37,11 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
     /// preflight none. Adapters check this before reading the body or touching a store, and
     /// read at most [`Admitted::body_limit`] bytes; so every refusal reads no body and touches
     /// no store. (The inbox's signature itself needs the body: [`Engine::check_body`].)
-    pub fn admit<B>(&self, request: &Request<B>, now: Timestamp) -> Admission {
+    ///
+    /// The request's trace is decided here too, from its `traceparent` and `entropy` (its 16
+    /// random bytes, the same wherever it is admitted): every answer to it, refusals included,
+    /// names it (`X-Request-Id`).
+    pub fn admit<B>(&self, request: &Request<B>, now: Timestamp, entropy: [u8; 16]) -> Admission {
         let headers = request.headers();
         let length = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
         let route = match self.route(request) {
@@ -77,7 +84,8 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         // Whether the origin may read the answer, from the caller already found.
         let cors =
             origin.as_deref().is_some_and(|o| self.origin_allowed(o, route == Route::Preflight, caller.as_ref()));
-        let admitted = Admitted { route, caller, origin, cors, body_limit: limit, body_checked: false };
+        let trace = Trace::of(headers, entropy);
+        let admitted = Admitted { route, caller, origin, cors, body_limit: limit, body_checked: false, trace };
         if streamed {
             Admission::Stream(admitted)
         } else {
@@ -168,7 +176,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         counts: &C,
         timer: &T,
     ) -> Outcome<H::Body> {
-        let mut admitted = match self.admit(&request, ctx.now) {
+        let mut admitted = match self.admit(&request, ctx.now, ctx.entropy) {
             Admission::Refuse(e) => return Outcome::new(full(self.refusal(&request, &e, ctx.now)), None),
             Admission::Read(admitted) | Admission::Stream(admitted) => admitted,
         };
@@ -199,8 +207,7 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
         ctx: Ctx,
         clock: &dyn Fn() -> Timestamp,
     ) -> Outcome<H::Body> {
-        let trace = Trace::of(request.headers(), ctx.entropy);
-        let engine = self.traced(&trace);
+        let engine = self.traced(&admitted.trace);
         let result = match admitted.body_checked {
             true => engine.dispatch(admitted, request, ctx, clock).await,
             false => {
@@ -211,26 +218,19 @@ impl<S: Store, H: HttpClient> Engine<'_, S, H> {
                 }
             }
         };
-        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &trace)
+        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &admitted.trace)
     }
 
     /// Handles a sync route ([`Admission::Stream`]) whose body streams to the upstream as it
-    /// arrives, with the request's 16 random bytes (its trace's). Same guarantees as
-    /// [`Engine::handle`].
-    pub async fn handle_stream(
-        &self,
-        admitted: &Admitted,
-        request: Request<H::Stream>,
-        entropy: [u8; 16],
-    ) -> Outcome<H::Body> {
-        let trace = Trace::of(request.headers(), entropy);
-        let engine = self.traced(&trace);
+    /// arrives. Same guarantees as [`Engine::handle`].
+    pub async fn handle_stream(&self, admitted: &Admitted, request: Request<H::Stream>) -> Outcome<H::Body> {
+        let engine = self.traced(&admitted.trace);
         let result = match &admitted.route {
             Route::WebSocket { subject, target } => engine.websocket(subject, target, request).await,
             route @ (Route::Predict { .. } | Route::Sync { .. }) => engine.pass(route, request).await,
             _ => Err(Error::NotFound { what: "a sync route".to_owned() }),
         };
-        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &trace)
+        traced(with_cors(result, admitted.origin.as_deref(), admitted.cors), &admitted.trace)
     }
 
     async fn dispatch(

@@ -93,7 +93,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
     };
     meter.bytes_in = head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     // Credentials and announced size first: a refused request reads no body, touches no object.
-    let (mut admitted, streamed) = match engine.admit(&head, now()) {
+    let (mut admitted, streamed) = match engine.admit(&head, now(), entropy) {
         Admission::Refuse(e) => {
             // Unread and unwanted: canceled, so workerd answers now instead of waiting for it.
             if let Some(body) = raw.body() {
@@ -115,7 +115,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
         // back, neither read here.
         let limit = admitted.body_limit();
         let request = head.map(|()| WorkerStream::Caller { body: raw.body(), limit });
-        let outcome = engine.handle_stream(&admitted, request, entropy).await;
+        let outcome = engine.handle_stream(&admitted, request).await;
         // A body refused before it went upstream is canceled (see above).
         if let Some(body) = raw.body().filter(|b| !b.locked()) {
             let _ = body.cancel();

@@ -73,7 +73,8 @@ impl DurableObject for JobObject {
             }
         };
         let store = self.store();
-        let engine = Engine::new(&config, &store, &http);
+        let log = |line: &str| worker::console_log!("{line}");
+        let engine = Engine::new(&config, &store, &http).with_log(&log);
         // Every answer from here on is the engine's: JSON, with CORS for the caller's origin.
         let (mut parts, body) = request.into_parts();
         let entropy = parts
@@ -84,7 +85,7 @@ impl DurableObject for JobObject {
             .unwrap_or_else(entropy);
         // This object's own admission: it trusts nothing the Worker decided (see `super`).
         let head = Request::from_parts(parts, ());
-        let mut admitted = match engine.admit(&head, now()) {
+        let mut admitted = match engine.admit(&head, now(), entropy) {
             Admission::Read(admitted) => admitted,
             Admission::Refuse(e) => return Ok(refused(&meter, &e, engine.refusal(&head, &e, now()))),
             // Sync routes are stateless: the Worker never sends one here.
@@ -129,7 +130,8 @@ impl DurableObject for JobObject {
         let store = self.store();
         // The same engine type as `fetch`'s: one copy of the engine in the Worker's wasm.
         let http = Timed::new(FetchClient, &clock_ms);
-        let report = Engine::new(&config, &store, &http).sweep(&now).await;
+        let log = |line: &str| worker::console_log!("{line}");
+        let report = Engine::new(&config, &store, &http).with_log(&log).sweep(&now).await;
         if report.failed > 0 {
             let first = report.first_error.as_deref().unwrap_or_default();
             worker::console_error!("sweep: {} job(s) failed and stay due; first: {first}", report.failed);

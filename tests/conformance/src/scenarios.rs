@@ -1208,6 +1208,7 @@ async fn exactly_a_keys_quota_of_concurrent_requests_pass(w: Arc<World>) {
             assert_eq!(refused.header("ratelimit-policy"), Some(policy.as_str()));
             assert_eq!(refused.header("ratelimit"), Some(format!("\"requests_per_minute\";r=0;t={retry}").as_str()));
             assert_eq!(refused.header("access-control-allow-origin"), Some(crate::BROWSER_ORIGIN));
+            assert!(refused.header("x-request-id").is_some(), "a refusal names its request too");
             let exposed = refused.header("access-control-expose-headers").unwrap_or_default();
             assert!(exposed.contains("ratelimit") && exposed.contains("retry-after"), "{exposed}");
         }

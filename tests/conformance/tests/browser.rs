@@ -3,7 +3,9 @@
 //! page, runs a sync predict, watches a streamed chat answer render token by token, watches an
 //! async job reach SUCCEEDED, cancels a queued job. Then
 //! a page on another origin tries the gateway with a token not minted for it, and the browser's
-//! own CORS check refuses it. Screenshots land in target/browser-artifacts/.
+//! own CORS check refuses it; with a token minted for it with a limit of one request a minute,
+//! the page reads its 429's `Retry-After` and `RateLimit` fields through CORS. Screenshots land
+//! in target/browser-artifacts/.
 //!
 //! Needs `make build-worker`, `npm install` and /usr/bin/chromium (`make setup` installs all).
 
@@ -48,16 +50,48 @@ async fn a_person_uses_the_demo_page_and_another_origin_is_refused() {
         .unwrap();
     let token = minted["token"].as_str().unwrap().to_owned();
 
-    // Another origin's page that tries the gateway with that token.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cross_origin = format!("http://{}", listener.local_addr().unwrap());
+    let cross_url = format!("{cross_origin}/");
+    // A token for that other origin, with a limit of one request a minute.
+    let limited: Value = reqwest::Client::new()
+        .post(format!("{base}/browser_tokens"))
+        .bearer_auth(keys::FULL)
+        .json(&json!({"models": ["demo"], "operations": ["predict"], "origins": [cross_origin],
+                      "limits": {"requests_per_minute": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limited = limited["token"].as_str().expect("a limited token").to_owned();
+
+    // Another origin's page that tries the gateway with the first token, then spends its own
+    // limited one until refused (a minute that turns between two calls lets one more pass).
     let cross_page = format!(
-        r#"<!doctype html><p id="result"></p><script>
-fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
-  headers: {{ Authorization: "Bearer " + {token:?}, "Content-Type": "application/json" }}, body: "{{}}" }})
+        r#"<!doctype html><p id="result"></p><p id="limited"></p><script>
+const predict = token => fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
+  headers: {{ Authorization: "Bearer " + token, "Content-Type": "application/json" }}, body: "{{}}" }});
+predict({token:?})
   .then(r => r.text()).then(t => document.getElementById("result").textContent = "read: " + t)
   .catch(e => document.getElementById("result").textContent = "blocked: " + e.name);
+(async () => {{
+  for (let i = 0; i < 3; i++) {{
+    const r = await predict({limited:?});
+    if (r.status === 429) {{
+      const h = name => r.headers.get(name);
+      document.getElementById("limited").textContent = `429 retry-after=${{h("retry-after")}} ` +
+        `policy=${{h("ratelimit-policy")}} ratelimit=${{h("ratelimit")}} request-id=${{h("x-request-id") !== null}}`;
+      return;
+    }}
+  }}
+  document.getElementById("limited").textContent = "never refused";
+}})().catch(e => document.getElementById("limited").textContent = "failed: " + e);
 </script>"#,
         gateway = base,
-        token = token
+        token = token,
+        limited = limited
     );
     // The test's control: the page script asks how many streams the upstream holds at a gate
     // (the chat's first token is on screen by then), and releases it.
@@ -71,8 +105,6 @@ fetch({gateway:?} + "/models/demo/production/predict", {{ method: "POST",
     let app = axum::Router::new()
         .route("/", axum::routing::get(move || async move { Html(cross_page) }))
         .route("/release/{gate}", axum::routing::post(release));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cross_url = format!("http://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let root = repo_root();
