@@ -1217,6 +1217,19 @@ async fn exactly_a_keys_quota_of_concurrent_requests_pass(w: Arc<World>) {
     panic!("three bursts in a row each straddled a minute");
 }
 
+/// The JSON log line of the request the gateway named `request_id`, once its runtime wrote it.
+async fn logged_request(w: &World, request_id: &str) -> serde_json::Value {
+    crate::client::eventually("the request's log line", 20 * SECOND, || async {
+        let logs = w.gateway.logs();
+        logs.lines()
+            .filter_map(|l| l.find('{').map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .find(|l| l["request_id"] == request_id)
+            .ok_or_else(|| format!("no line with request_id {request_id}"))
+    })
+    .await
+}
+
 /// A caller's W3C `traceparent` reaches the model (its trace id, the gateway's span as the
 /// parent); the answer names the request (`X-Request-Id`) and the gateway's part in it
 /// (`Server-Timing`); and the runtime's output has the request's one JSON log line, with every
@@ -1259,15 +1272,7 @@ async fn a_callers_trace_reaches_the_model_and_each_request_is_logged(w: Arc<Wor
     let submitted = w.upstream.traceparents();
     assert!(submitted.contains(&format!("00-{job_trace}-{submit_span}-01")), "{submitted:?}");
 
-    let line = crate::client::eventually("the request's log line", 20 * SECOND, || async {
-        let logs = w.gateway.logs();
-        logs.lines()
-            .filter_map(|l| l.find('{').map(|i| &l[i..]))
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-            .find(|l| l["request_id"] == request_id.as_str())
-            .ok_or_else(|| format!("no line with request_id {request_id}"))
-    })
-    .await;
+    let line = logged_request(&w, &request_id).await;
     for (field, value) in [
         ("route", json!("predict")),
         ("key_id", json!("full")),
@@ -1284,15 +1289,7 @@ async fn a_callers_trace_reaches_the_model_and_each_request_is_logged(w: Arc<Wor
         assert!(line.get(field).is_some(), "{field} in {line}");
     }
     assert!(line["duration_ms"].as_f64().unwrap() >= line["upstream_ms"].as_f64().unwrap(), "{line}");
-    let job_line = crate::client::eventually("the submit's log line", 20 * SECOND, || async {
-        let logs = w.gateway.logs();
-        logs.lines()
-            .filter_map(|l| l.find('{').map(|i| &l[i..]))
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-            .find(|l| l["request_id"] == submit_span.as_str())
-            .ok_or_else(|| "no line for the submit".to_owned())
-    })
-    .await;
+    let job_line = logged_request(&w, &submit_span).await;
     assert_eq!((job_line["route"].clone(), job_line["job_id"].clone()), (json!("async_predict"), json!(job_id)));
     let logs = w.gateway.logs();
     for secret in [keys::FULL, crate::secrets::UPSTREAM_API_KEY, marker.as_str()] {

@@ -35,37 +35,35 @@ async fn a_person_uses_the_demo_page_and_another_origin_is_refused() {
     let base = gateway.base_url();
 
     // The backend's part: mint a browser token for the page's origin (the gateway's own).
-    let minted: Value = reqwest::Client::new()
-        .post(format!("{base}/browser_tokens"))
-        .bearer_auth(keys::FULL)
-        .json(
-            &json!({"models": ["demo"], "operations": ["predict", "async_predict", "status", "cancel", "wake", "sync"],
-            "origins": [base], "ttl_seconds": 300}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = minted["token"].as_str().unwrap().to_owned();
+    let mint = |body: Value| {
+        let url = format!("{base}/browser_tokens");
+        async move {
+            let minted: Value = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(keys::FULL)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            minted["token"].as_str().expect("a token").to_owned()
+        }
+    };
+    let token = mint(
+        json!({"models": ["demo"], "operations": ["predict", "async_predict", "status", "cancel", "wake", "sync"],
+                            "origins": [base], "ttl_seconds": 300}),
+    )
+    .await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cross_origin = format!("http://{}", listener.local_addr().unwrap());
     let cross_url = format!("{cross_origin}/");
     // A token for that other origin, with a limit of one request a minute.
-    let limited: Value = reqwest::Client::new()
-        .post(format!("{base}/browser_tokens"))
-        .bearer_auth(keys::FULL)
-        .json(&json!({"models": ["demo"], "operations": ["predict"], "origins": [cross_origin],
-                      "limits": {"requests_per_minute": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let limited = limited["token"].as_str().expect("a limited token").to_owned();
+    let limited = mint(json!({"models": ["demo"], "operations": ["predict"], "origins": [cross_origin],
+                              "limits": {"requests_per_minute": 1}}))
+    .await;
 
     // Another origin's page that tries the gateway with the first token, then spends its own
     // limited one until refused (a minute that turns between two calls lets one more pass).
