@@ -18,7 +18,7 @@ use super::wasi::{
     WasiTimer,
 };
 use crate::engine::ports::http_client::Timed;
-use crate::engine::surface::log::refusal_line;
+use crate::engine::surface::log::{body_size, content_length, refusal_line};
 use crate::engine::{Admission, Admitted, Body, Ctx, Engine, Error, Measured, NoStore, Note, Placement, Timestamp};
 
 /// The request's head (method, URI, headers, Host), with an empty body.
@@ -87,10 +87,7 @@ impl Meter<'_> {
         mut response: Response<Body<WasiBody>>,
         line: impl FnOnce(&Measured) -> String,
     ) {
-        let bytes_out = match response.body() {
-            Body::Full(bytes) => Some(bytes.len() as u64),
-            Body::Upstream(_) => content_length(response.headers()),
-        };
+        let bytes_out = body_size(&response);
         let measured = Measured {
             received_at: self.received_at,
             duration_ms: self.began.elapsed().as_secs_f64() * 1000.0,
@@ -111,10 +108,6 @@ impl Meter<'_> {
         let status = response.status();
         self.send(out, response, |m| admitted.log_line(status, &note, m));
     }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 #[http_component]

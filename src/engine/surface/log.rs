@@ -7,11 +7,11 @@
 //! Never a key, a secret, a token or a body: a caller is named by its key's id (a browser
 //! token by `{key id}~{token id}`), and nothing of a request or answer but its size is kept.
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::engine::base::Timestamp;
-use crate::engine::{Admitted, Note};
+use crate::engine::{Admitted, Body, Note};
 
 /// What the adapter measured of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -28,6 +28,20 @@ pub struct Measured {
     pub bytes_in: Option<u64>,
     /// The answer's body, as sent or as announced (`None`: streamed without a length).
     pub bytes_out: Option<u64>,
+}
+
+/// A body's size as a log line counts it: as held, or as its `Content-Length` announces it
+/// (`None`: streamed without one).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The size of an answer's body (see [`content_length`]).
+pub fn body_size<B>(response: &Response<Body<B>>) -> Option<u64> {
+    match response.body() {
+        Body::Full(bytes) => Some(bytes.len() as u64),
+        Body::Upstream(_) => content_length(response.headers()),
+    }
 }
 
 fn round(ms: f64) -> f64 {

@@ -47,8 +47,8 @@ use self::runtime::{clock_ms, entropy, now, read_request, request_head, Meter};
 use self::sql::SqlStore;
 use crate::engine::ports::counters::Taken;
 use crate::engine::ports::http_client::Timed;
-use crate::engine::surface::log::refusal_line;
-use crate::engine::{Admission, Admitted, Body, Ctx, Engine, Error, Placement, StoreError};
+use crate::engine::surface::log::content_length;
+use crate::engine::{Admission, Admitted, Ctx, Engine, Error, Placement, StoreError};
 
 const JOBS_BINDING: &str = "JOBS";
 const LIMITS_BINDING: &str = "LIMITS";
@@ -73,25 +73,21 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
     let began_ms = clock_ms();
     let http = Timed::new(FetchClient, &clock_ms);
     let mut meter = Meter { received_at: now(), began_ms, http: &http, bytes_in: None };
-    let refused = |meter: &Meter, e: &Error, response: http::Response<Bytes>| {
-        let status = response.status();
-        meter.answer(response.map(Body::Full), |m| refusal_line(status, e.code(), m))
-    };
     let config = match load_config(&env) {
         Ok(c) => c,
         Err(e) => {
             // The operator's log names the whole field; the caller is told its top level only.
             worker::console_error!("{e}");
-            return Ok(refused(&meter, &e, e.to_response()));
+            return Ok(meter.refused(&e, e.to_response()));
         }
     };
     let entropy = entropy();
     let engine = Engine::new(&config, &SqlStore::STATELESS, &http);
     let head = match request_head(&raw) {
         Ok(head) => head,
-        Err(e) => return Ok(refused(&meter, &e, e.to_response())),
+        Err(e) => return Ok(meter.refused(&e, e.to_response())),
     };
-    meter.bytes_in = head.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    meter.bytes_in = content_length(head.headers());
     // Credentials and announced size first: a refused request reads no body, touches no object.
     let (mut admitted, streamed) = match engine.admit(&head, now(), entropy) {
         Admission::Refuse(e) => {
@@ -99,7 +95,7 @@ async fn fetch(raw: worker::web_sys::Request, env: Env, _ctx: Context) -> worker
             if let Some(body) = raw.body() {
                 let _ = body.cancel();
             }
-            return Ok(refused(&meter, &e, engine.refusal(&head, &e, now())));
+            return Ok(meter.refused(&e, engine.refusal(&head, &e, now())));
         }
         Admission::Stream(admitted) => (admitted, true),
         Admission::Read(admitted) => (admitted, false),

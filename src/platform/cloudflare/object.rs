@@ -14,8 +14,7 @@ use super::runtime::{alarm_date, clock_ms, entropy, now, read_request, Meter, Wo
 use super::sql::SqlStore;
 use super::ENTROPY_HEADER;
 use crate::engine::ports::http_client::Timed;
-use crate::engine::surface::log::refusal_line;
-use crate::engine::{Admission, Body, Engine, Error, Outcome, StoreError, Timestamp};
+use crate::engine::{Admission, Engine, Error, Outcome, StoreError, Timestamp};
 
 /// How soon an alarm that found the configuration unusable runs again.
 const CONFIG_RETRY_MS: u64 = 10_000;
@@ -57,19 +56,15 @@ impl DurableObject for JobObject {
         let began_ms = clock_ms();
         let http = Timed::new(FetchClient, &clock_ms);
         let mut meter = Meter { received_at: now(), began_ms, http: &http, bytes_in: None };
-        let refused = |meter: &Meter, e: &Error, response: http::Response<bytes::Bytes>| {
-            let status = response.status();
-            meter.answer(response.map(Body::Full), |m| refusal_line(status, e.code(), m))
-        };
         let config = match load_config(&self.env) {
             Ok(c) => c,
-            Err(e) => return Ok(refused(&meter, &e, e.to_response())),
+            Err(e) => return Ok(meter.refused(&e, e.to_response())),
         };
         let request = match http::Request::try_from(request) {
             Ok(r) => r,
             Err(e) => {
                 let e = Error::Store(StoreError::new(e.to_string()));
-                return Ok(refused(&meter, &e, e.to_response()));
+                return Ok(meter.refused(&e, e.to_response()));
             }
         };
         let store = self.store();
@@ -87,7 +82,7 @@ impl DurableObject for JobObject {
         let head = Request::from_parts(parts, ());
         let mut admitted = match engine.admit(&head, now(), entropy) {
             Admission::Read(admitted) => admitted,
-            Admission::Refuse(e) => return Ok(refused(&meter, &e, engine.refusal(&head, &e, now()))),
+            Admission::Refuse(e) => return Ok(meter.refused(&e, engine.refusal(&head, &e, now()))),
             // Sync routes are stateless: the Worker never sends one here.
             Admission::Stream(admitted) => {
                 let e = Error::NotFound { what: "a sync route in a job's object".to_owned() };

@@ -8,6 +8,7 @@ use worker::{Date, Delay, HttpRequest};
 
 use super::fetch::{FetchClient, UpstreamBody};
 use crate::engine::ports::http_client::Timed;
+use crate::engine::surface::log::{body_size, refusal_line};
 use crate::engine::{Admitted, Body, Error, Measured, Note, Timer, Timestamp};
 
 pub(super) fn now() -> Timestamp {
@@ -36,12 +37,7 @@ impl Meter<'_> {
         mut response: Response<Body<UpstreamBody>>,
         line: impl FnOnce(&Measured) -> String,
     ) -> worker::Response {
-        let bytes_out = match response.body() {
-            Body::Full(bytes) => Some(bytes.len() as u64),
-            Body::Upstream(_) => {
-                response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
-            }
-        };
+        let bytes_out = body_size(&response);
         let measured = Measured {
             received_at: self.received_at,
             duration_ms: clock_ms() - self.began_ms,
@@ -53,6 +49,12 @@ impl Meter<'_> {
         response.headers_mut().insert("server-timing", measured.server_timing());
         worker::console_log!("{}", line(&measured));
         into_response(response)
+    }
+
+    /// The answer `response` to a request refused with `e` before it was admitted.
+    pub(super) fn refused(&self, e: &Error, response: Response<Bytes>) -> worker::Response {
+        let status = response.status();
+        self.answer(response.map(Body::Full), |m| refusal_line(status, e.code(), m))
     }
 
     /// The answer to an admitted request refused with `e`.
