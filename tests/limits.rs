@@ -211,3 +211,21 @@ fn limits_in_the_document_are_checked_by_name() {
     let e = edge_predict::engine::Config::parse(&doc.to_string(), &support::secret_value).unwrap_err();
     assert!(e.to_string().contains("keys[0].limits"), "{e}");
 }
+
+/// The tenant next door: one key at its limit leaves another key's requests untouched, and a
+/// caller without a key reaches no counter at all.
+#[test]
+fn one_keys_limit_is_not_another_keys_and_no_key_counts_nothing() {
+    let mut doc = support::config_doc();
+    doc["keys"][0]["limits"] = json!({"requests_per_minute": 1});
+    doc["keys"][1]["limits"] = json!({"requests_per_minute": 1});
+    let w = World::with_config(doc);
+    assert_eq!(predict(&w, KEY).status, 200);
+    predict(&w, KEY).assert_error(429, "RATE_LIMITED");
+    assert_eq!(predict(&w, support::OTHER_KEY).status, 200, "the other key has its own count");
+    let counted = w.counts.counts.borrow().clone();
+    for _ in 0..5 {
+        predict(&w, "not-a-key").assert_error(401, "UNAUTHORIZED");
+    }
+    assert_eq!(*w.counts.counts.borrow(), counted, "an unauthenticated request touches no counter");
+}
